@@ -1,0 +1,38 @@
+# Ratchet: `make run` to try it, `make test` to check it. See README.md.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: run test test-engine-sqlite bench chaos lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(PY) manage.py run_stack
+
+test: $(STAMP)
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+	@if [ -n "$$DATABASE_URL" ] && [ "$${DATABASE_URL#sqlite}" = "$$DATABASE_URL" ]; then \
+		$(MAKE) --no-print-directory test-engine-sqlite; fi
+
+# The engine also runs on SQLite (the default database): its tests run there too.
+test-engine-sqlite: $(STAMP)
+	DATABASE_URL= $(PY) -m pytest -m "engine and not chaos" -p no:cacheprovider
+
+bench: $(STAMP)
+	$(PY) manage.py bench
+
+chaos: $(STAMP)
+	$(PY) manage.py chaos --runs 200 --workers 3 --kill-every 2 --flush-redis-every 15
+
+lint: $(STAMP)
+	$(PY) -m ruff check .
+
+clean:
+	rm -rf $(VENV) var/*.sqlite3* var/redis

@@ -1,0 +1,125 @@
+"""Admin: workflows are editable; versions, runs, attempts, events and effects are history.
+
+History is read-only here: run state changes only through engine operations (admin actions
+call them), so every change leaves its event.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.contrib import admin, messages
+from django.http import HttpRequest
+
+from .engine.errors import RatchetError
+from .engine.runs import cancel_run, redrive_run
+from .models import Effect, Event, Run, StepAttempt, Workflow, WorkflowVersion
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+class VersionInline(admin.TabularInline):
+    model = WorkflowVersion
+    fields = ["number", "content_hash", "created_at", "created_by"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Workflow)
+class WorkflowAdmin(admin.ModelAdmin):
+    list_display = ["name", "title", "topology", "updated_at"]
+    search_fields = ["name", "title"]
+    inlines = [VersionInline]
+
+
+@admin.register(WorkflowVersion)
+class WorkflowVersionAdmin(ReadOnlyAdmin):
+    list_display = ["workflow", "number", "content_hash", "created_at", "created_by"]
+    list_filter = ["workflow"]
+
+
+class AttemptInline(admin.TabularInline):
+    model = StepAttempt
+    fields = ["state_name", "kind", "sequence", "attempt", "status", "worker", "claimed_at", "finished_at",
+              "error"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+
+@admin.register(Run)
+class RunAdmin(ReadOnlyAdmin):
+    list_display = ["id", "workflow", "version", "status", "failure_mode", "steps_used", "resume_count",
+                    "created_at", "finished_at"]
+    list_filter = ["status", "failure_mode", "workflow"]
+    search_fields = ["id", "idempotency_key"]
+    date_hierarchy = "created_at"
+    inlines = [AttemptInline]
+    actions = ["cancel_selected", "redrive_selected"]
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        # Viewing is allowed; the form has no editable fields (all read-only).
+        return request.user.has_perm("orchestrator.view_run")
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return [f.name for f in self.model._meta.fields]
+
+    def _apply(self, request: HttpRequest, queryset: Any, operation: Any, verb: str) -> None:
+        done = 0
+        for run in queryset:
+            try:
+                operation(run.pk, request.user)
+                done += 1
+            except RatchetError as exc:
+                self.message_user(request, f"{run}: {exc}", messages.WARNING)
+        if done:
+            self.message_user(request, f"{verb} {done} run(s).", messages.SUCCESS)
+
+    @admin.action(description="Cancel selected runs", permissions=["change"])
+    def cancel_selected(self, request: HttpRequest, queryset: Any) -> None:
+        self._apply(request, queryset, cancel_run, "Cancelled")
+
+    @admin.action(description="Redrive selected failed runs", permissions=["change"])
+    def redrive_selected(self, request: HttpRequest, queryset: Any) -> None:
+        self._apply(request, queryset, redrive_run, "Redrove")
+
+
+@admin.register(StepAttempt)
+class StepAttemptAdmin(ReadOnlyAdmin):
+    list_display = ["id", "run", "state_name", "kind", "sequence", "attempt", "status", "worker", "claimed_at",
+                    "finished_at"]
+    list_filter = ["status", "kind"]
+    search_fields = ["run__id", "state_name"]
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ["id", "run", "kind", "state_name", "actor", "created_at"]
+    list_filter = ["kind"]
+    search_fields = ["run__id"]
+
+
+@admin.register(Effect)
+class EffectAdmin(ReadOnlyAdmin):
+    list_display = ["key", "run", "state_name", "status", "executions", "dedup_hits", "downstream_idempotent",
+                    "confirmed_at"]
+    list_filter = ["status"]
+    search_fields = ["key", "run__id"]

@@ -1,0 +1,46 @@
+"""Engine settings: one namespaced ``RATCHET`` dict, read lazily, unknown keys refused.
+
+| key | default | meaning |
+|---|---|---|
+| LEASE_SECONDS | 10 | how long a claimed attempt stays ours without a lease renewal |
+| SWEEP_INTERVAL_SECONDS | 2 | how often each worker runs the recovery sweeper |
+| REDISPATCH_GRACE_SECONDS | 5 | a scheduled attempt with no RQ job this long is dispatched again |
+| DEFAULT_STEP_TIMEOUT_SECONDS | 300 | step timeout when a state sets none |
+| MAX_RESUMES_PER_STEP | 20 | lost attempts of one step before the step fails as lost |
+| INLINE_CHAIN_LIMIT | 200 | steps a worker runs back to back for one run before going through RQ |
+| SINK_PATH | var/sink.sqlite3 | the demo delivery sink (outside the engine's database) |
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
+
+DEFAULTS: dict[str, Any] = {
+    "LEASE_SECONDS": 10.0,
+    "SWEEP_INTERVAL_SECONDS": 2.0,
+    "REDISPATCH_GRACE_SECONDS": 5.0,
+    "DEFAULT_STEP_TIMEOUT_SECONDS": 300.0,
+    "MAX_RESUMES_PER_STEP": 20,
+    "INLINE_CHAIN_LIMIT": 200,
+    "SINK_PATH": None,
+}
+
+
+def ratchet_setting(name: str) -> Any:
+    """Return one engine setting; the user's value converted to the default's type."""
+    overrides = getattr(settings, "RATCHET", {})
+    unknown = set(overrides) - set(DEFAULTS)
+    if unknown:
+        raise ImproperlyConfigured(f"Unknown RATCHET setting(s): {', '.join(sorted(unknown))}")
+    if name not in DEFAULTS:
+        raise KeyError(name)
+    default = DEFAULTS[name]
+    value = overrides.get(name, default)
+    if name == "SINK_PATH" and value is None:
+        return str(settings.VAR_DIR / "sink.sqlite3")
+    if default is not None and value is not None and not isinstance(value, type(default)):
+        value = type(default)(value)
+    return value

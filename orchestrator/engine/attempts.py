@@ -1,0 +1,84 @@
+"""Creating step attempts: scheduled and dispatched on commit, or claimed inline."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.utils import timezone
+
+from ..conf import ratchet_setting
+from ..models import AttemptKind, AttemptStatus, EventKind, Run, StepAttempt
+from .claims import Claimant
+from .definition import State
+from .dispatch import dispatch_on_commit
+from .eventlog import EventLog
+
+
+def step_timeout(state: State | None) -> float:
+    if state is not None and state.timeout_seconds:
+        return float(state.timeout_seconds)
+    return ratchet_setting("DEFAULT_STEP_TIMEOUT_SECONDS")
+
+
+def new_attempt(
+    run: Run,
+    log: EventLog,
+    *,
+    state_name: str,
+    sequence: int,
+    queue: str,
+    attempt_no: int = 1,
+    input: Any = None,
+    delay: float = 0.0,
+    kind: str = AttemptKind.STEP,
+    effect_id: int | None = None,
+    resumed_from: StepAttempt | None = None,
+    claimant: Claimant | None = None,
+    timeout: float | None = None,
+) -> StepAttempt:
+    """Create an attempt: scheduled and dispatched on commit, or claimed by ``claimant`` now."""
+    now = timezone.now()
+    not_before = now + timedelta(seconds=delay) if delay > 0 else None
+    attempt = StepAttempt(
+        run=run, kind=kind, state_name=state_name, sequence=sequence, attempt=attempt_no, queue=queue,
+        input=input, effect_id=effect_id, resumed_from=resumed_from, scheduled_at=now, not_before=not_before,
+    )
+    inline = claimant is not None and not_before is None and claimant.may_take(queue)
+    if inline:
+        lease = ratchet_setting("LEASE_SECONDS")
+        attempt.status = AttemptStatus.RUNNING
+        attempt.claim_token = uuid.uuid4()
+        attempt.worker = claimant.worker
+        attempt.claimed_at = now
+        attempt.lease_expires_at = now + timedelta(seconds=lease)
+        attempt.timeout_at = now + timedelta(seconds=timeout or step_timeout(None))
+    else:
+        attempt.dispatched_at = now
+        attempt.dispatch_count = 1
+    attempt.save()
+    log.add(EventKind.STEP_SCHEDULED, attempt, sequence=sequence, attempt_number=attempt_no,
+            delay_seconds=round(delay, 3), inline=inline)
+    if inline:
+        log.add(EventKind.STEP_CLAIMED, attempt, worker=claimant.worker, inline=True)
+    else:
+        dispatch_on_commit(attempt.pk, queue, not_before)
+    return attempt
+
+
+def retry_attempt(
+    run: Run,
+    previous: StepAttempt,
+    log: EventLog,
+    *,
+    delay: float = 0.0,
+    resumed: bool = False,
+    claimant: Claimant | None = None,
+) -> StepAttempt:
+    """Another try of the same visit: same state, same input, next attempt number."""
+    return new_attempt(
+        run, log, state_name=previous.state_name, sequence=previous.sequence, queue=previous.queue,
+        attempt_no=previous.attempt + 1, input=previous.input, delay=delay, kind=previous.kind,
+        effect_id=previous.effect_id, resumed_from=previous if resumed else None, claimant=claimant,
+    )

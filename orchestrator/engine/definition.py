@@ -1,0 +1,149 @@
+"""Typed definition objects: the engine reads these, never the raw JSON document.
+
+Definition (JSON/YAML) -> ``parse_definition`` (schema + semantic validation) -> Definition.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .retry import RetryRule
+
+TERMINAL_TYPES = frozenset({"succeed", "fail"})
+
+
+@dataclass(frozen=True)
+class CatchRule:
+    errors: tuple[str, ...]
+    next: str
+
+
+@dataclass(frozen=True)
+class ChoiceRule:
+    condition: dict[str, Any]
+    next: str
+
+
+@dataclass(frozen=True)
+class State:
+    name: str
+    type: str
+    raw: dict[str, Any] = field(repr=False, compare=False)
+    next: str | None = None
+    end: bool = False
+    handler: str | None = None
+    args: dict[str, Any] = field(default_factory=dict)
+    input_path: str | None = None
+    result_path: str | None = None
+    queue: str = "default"
+    timeout_seconds: float | None = None
+    heartbeat_seconds: float | None = None
+    retry: tuple[RetryRule, ...] = ()
+    catch: tuple[CatchRule, ...] = ()
+    choices: tuple[ChoiceRule, ...] = ()
+    default: str | None = None
+    seconds: float | None = None
+    seconds_path: str | None = None
+    output_path: str | None = None
+    error: str | None = None
+    cause: str | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.type in TERMINAL_TYPES
+
+    @property
+    def context_key(self) -> str:
+        """Where this state's output lands in the run context."""
+        return self.result_path or self.name
+
+    def successors(self) -> list[str]:
+        """Every state this one may transition to, error paths included."""
+        targets = [self.next] if self.next else []
+        targets += [c.next for c in self.choices]
+        targets += [self.default] if self.default else []
+        targets += [c.next for c in self.catch]
+        return targets
+
+
+@dataclass(frozen=True)
+class Budgets:
+    max_steps: int | None = None
+    max_tokens: int | None = None
+    max_cost: float | None = None
+    max_depth: int | None = None
+
+
+@dataclass(frozen=True)
+class Definition:
+    start_at: str
+    states: dict[str, State]
+    budgets: Budgets = Budgets()
+    timeout_seconds: float | None = None
+    topology: str = "pipeline"
+    title: str = ""
+
+    def state(self, name: str) -> State:
+        return self.states[name]
+
+
+def build_state(name: str, raw: dict[str, Any]) -> State:
+    return State(
+        name=name,
+        type=raw["type"],
+        raw=raw,
+        next=raw.get("next"),
+        end=bool(raw.get("end", False)),
+        handler=raw.get("handler"),
+        args=dict(raw.get("args") or {}),
+        input_path=raw.get("input_path"),
+        result_path=raw.get("result_path"),
+        queue=raw.get("queue", "default"),
+        timeout_seconds=raw.get("timeout_seconds"),
+        heartbeat_seconds=raw.get("heartbeat_seconds"),
+        retry=tuple(RetryRule.from_dict(r) for r in raw.get("retry", [])),
+        catch=tuple(CatchRule(tuple(c.get("errors", ["*"])), c["next"]) for c in raw.get("catch", [])),
+        choices=tuple(ChoiceRule(c["condition"], c["next"]) for c in raw.get("choices", [])),
+        default=raw.get("default"),
+        seconds=raw.get("seconds"),
+        seconds_path=raw.get("seconds_path"),
+        output_path=raw.get("output_path"),
+        error=raw.get("error"),
+        cause=raw.get("cause"),
+    )
+
+
+def build_definition(doc: dict[str, Any]) -> Definition:
+    """Typed objects from a document the schema accepted (no semantic checks here)."""
+    budgets = doc.get("budgets") or {}
+    return Definition(
+        start_at=doc["start_at"],
+        states={name: build_state(name, raw) for name, raw in doc["states"].items()},
+        budgets=Budgets(**budgets),
+        timeout_seconds=doc.get("timeout_seconds"),
+        topology=doc.get("topology", "pipeline"),
+        title=doc.get("title", ""),
+    )
+
+
+def parse_definition(doc: Any, known_handlers: set[str] | None = None) -> Definition:
+    """Validate a document and return its typed form; raise DefinitionError with findings."""
+    from .errors import DefinitionError
+    from .validator import validate
+
+    findings = [f for f in validate(doc, known_handlers) if f.severity == "error"]
+    if findings:
+        raise DefinitionError(findings)
+    return build_definition(doc)
+
+
+_CACHE: dict[str, Definition] = {}
+
+
+def definition_for_version(version: Any) -> Definition:
+    """The typed definition of a published version, cached by content hash (it never changes)."""
+    cached = _CACHE.get(version.content_hash)
+    if cached is None:
+        cached = _CACHE[version.content_hash] = build_definition(version.definition)
+    return cached

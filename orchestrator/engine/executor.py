@@ -1,0 +1,167 @@
+"""The RQ job: claim an attempt, run its handler, checkpoint, and go on with the run.
+
+A worker that finishes a step runs the run's next step itself when it is on the same
+queue and due now (claimed inside the same transaction that checkpointed the last one), so
+the trip through Redis is only for changing queue, waiting, retrying or recovering.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+from django.db import InterfaceError, OperationalError, close_old_connections, connection
+
+from ..conf import ratchet_setting
+from ..models import AttemptKind, FailureMode
+from .claims import Claim, Claimant, Usage
+from .context import StepContext
+from .effects import resolve_compensation
+from .errors import Cancelled, EffectUncertain, NotSerializable, StepTimeout, error_payload
+from .lease import LeaseKeeper
+from .registry import get_handler
+from .transitions import claim_attempt, complete_attempt, fail_attempt, pause_for_effect
+
+logger = logging.getLogger("ratchet.executor")
+T = TypeVar("T")
+DB_RETRY_SECONDS = (0.2, 0.5, 1, 2, 4, 8, 15)
+
+
+def worker_name() -> str:
+    return os.environ.get("RATCHET_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
+
+
+def with_db_retry(fn: Callable[[], T]) -> T:
+    """Run a transition, reconnecting if the database connection dropped under us.
+
+    Transitions are compare-and-set, so running one again after an unknown outcome is safe.
+    """
+    for pause in (*DB_RETRY_SECONDS, None):
+        try:
+            return fn()
+        except (OperationalError, InterfaceError):
+            if pause is None:
+                raise
+            logger.warning("database unavailable; reconnecting in %ss", pause, exc_info=True)
+            connection.close()
+            time.sleep(pause)
+    raise AssertionError("unreachable")
+
+
+class _Deadline(BaseException):
+    """Raised by SIGALRM inside a handler; a BaseException so handlers cannot swallow it."""
+
+
+@contextmanager
+def step_deadline(seconds: float) -> Iterator[None]:
+    """Interrupt the handler after ``seconds`` (main thread only; the sweeper backs this up)."""
+    if threading.current_thread() is not threading.main_thread() or seconds <= 0:
+        yield
+        return
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise _Deadline()
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def run_attempt(attempt_id: int) -> None:
+    """Entry point of every RQ job: a second delivery of the same job does nothing."""
+    close_old_connections()
+    worker = worker_name()
+    claim = with_db_retry(lambda: claim_attempt(attempt_id, worker))
+    if claim is None:
+        _requeue_if_early(attempt_id)
+        return
+    keeper = LeaseKeeper()
+    try:
+        chain = ratchet_setting("INLINE_CHAIN_LIMIT")
+        while claim is not None:
+            chain -= 1
+            claimant = Claimant(worker=worker, queue=claim.attempt.queue, chain_left=chain)
+            keeper.hold(claim)
+            claim = execute(claim, claimant, keeper.lost)
+    finally:
+        keeper.stop()
+
+
+def _requeue_if_early(attempt_id: int) -> None:
+    """A job that arrived before its attempt's time (a timer, a backoff) goes back to wait."""
+    from ..models import AttemptStatus, StepAttempt
+    from .dispatch import enqueue_attempt
+
+    attempt = StepAttempt.objects.filter(pk=attempt_id, status=AttemptStatus.SCHEDULED).first()
+    if attempt is not None and attempt.not_before is not None:
+        enqueue_attempt(attempt.pk, attempt.queue, attempt.not_before)
+
+
+def ensure_json(output: Any) -> None:
+    try:
+        json.dumps(output)
+    except (TypeError, ValueError) as exc:
+        raise NotSerializable(f"the handler's output is not JSON: {exc}") from exc
+
+
+def execute(claim: Claim, claimant: Claimant | None, lost: threading.Event) -> Claim | None:
+    """Run one claimed attempt to its checkpoint. Returns the next attempt claimed inline."""
+    attempt = claim.attempt
+    if attempt.kind == AttemptKind.COMPENSATION:
+        return _execute_compensation(claim, lost)
+    state = claim.state
+    if state.type == "wait":
+        return with_db_retry(lambda: complete_attempt(claim, None, Usage(), claimant))
+    ctx = StepContext(claim, lost)
+    try:
+        fn = get_handler(state.handler)
+        deadline = (attempt.timeout_at - attempt.claimed_at).total_seconds()
+        with step_deadline(deadline):
+            output = fn(ctx)
+        ctx.check_cancelled()
+        ensure_json(output)
+    except Cancelled:
+        logger.info("attempt %s is no longer ours; stopping", attempt.pk)
+        return None
+    except _Deadline:
+        error = error_payload(StepTimeout(f"step ran past its timeout of {deadline:.1f}s"), name="Timeout")
+        with_db_retry(lambda: fail_attempt(claim, error, FailureMode.TIMEOUT, ctx.usage_total, "timed_out"))
+        return None
+    except EffectUncertain as uncertain:
+        payload, key = error_payload(uncertain), uncertain.key
+        with_db_retry(lambda: pause_for_effect(claim, payload, key))
+        return None
+    except Exception as exc:
+        logger.info("attempt %s failed: %s", attempt.pk, exc, exc_info=True)
+        payload = error_payload(exc)
+        with_db_retry(lambda: fail_attempt(claim, payload, FailureMode.HANDLER_ERROR, ctx.usage_total))
+        return None
+    return with_db_retry(lambda: complete_attempt(claim, output, ctx.usage_total, claimant))
+
+
+def _execute_compensation(claim: Claim, lost: threading.Event) -> None:
+    from ..models import Effect
+
+    effect = Effect.objects.get(pk=claim.attempt.effect_id)
+    try:
+        resolve_compensation(effect.compensate)(effect.result, effect.idempotency_key)
+        if lost.is_set():
+            return None
+    except Exception as exc:
+        payload = error_payload(exc)
+        with_db_retry(lambda: fail_attempt(claim, payload, FailureMode.HANDLER_ERROR, Usage()))
+        return None
+    with_db_retry(lambda: complete_attempt(claim, None, Usage()))
+    return None

@@ -1,0 +1,45 @@
+"""The handler registry: ``@handler("name")`` registers a step handler by name.
+
+Handlers are discovered from installed apps: each app's ``handlers`` module is imported
+when Django starts, the way the admin discovers ``admin`` modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from django.utils.module_loading import autodiscover_modules
+
+from .errors import HandlerNotFound
+
+HandlerFn = Callable[[Any], Any]
+_HANDLERS: dict[str, HandlerFn] = {}
+
+
+def handler(name: str) -> Callable[[HandlerFn], HandlerFn]:
+    """Register ``fn(ctx) -> output`` as the handler called by task states naming ``name``."""
+
+    def register(fn: HandlerFn) -> HandlerFn:
+        existing = _HANDLERS.get(name)
+        if existing is not None and existing.__qualname__ != fn.__qualname__:
+            raise ValueError(f"handler name {name!r} is already registered by {existing.__module__}")
+        _HANDLERS[name] = fn
+        return fn
+
+    return register
+
+
+def get_handler(name: str) -> HandlerFn:
+    try:
+        return _HANDLERS[name]
+    except KeyError:
+        raise HandlerNotFound(f"no handler is registered under {name!r}") from None
+
+
+def handler_names() -> set[str]:
+    return set(_HANDLERS)
+
+
+def autodiscover() -> None:
+    autodiscover_modules("handlers")

@@ -1,0 +1,124 @@
+"""The JSON Schema of a workflow definition document (structure only; see validator.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+STATE_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
+BUILT_STATE_TYPES = ["task", "choice", "wait", "succeed", "fail"]
+PLANNED_STATE_TYPES = ["agent", "parallel", "map", "handoff", "approval"]
+
+_retry = {
+    "type": "object",
+    "additionalProperties": False,
+    "properties": {
+        "errors": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+        "max_attempts": {"type": "integer", "minimum": 1, "maximum": 100},
+        "interval_seconds": {"type": "number", "minimum": 0},
+        "backoff_rate": {"type": "number", "minimum": 1},
+        "max_interval_seconds": {"type": "number", "minimum": 0},
+        "jitter": {"type": "boolean"},
+    },
+}
+_catch = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["next"],
+    "properties": {
+        "errors": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
+        "next": {"type": "string"},
+    },
+}
+_common = {
+    "type": {"enum": BUILT_STATE_TYPES + PLANNED_STATE_TYPES},
+    "comment": {"type": "string"},
+    "title": {"type": "string"},
+}
+_task = {
+    **_common,
+    "handler": {"type": "string", "minLength": 1},
+    "next": {"type": "string"},
+    "end": {"type": "boolean"},
+    "args": {"type": "object"},
+    "input_path": {"type": "string"},
+    "result_path": {"type": "string", "pattern": STATE_NAME},
+    "queue": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"},
+    "timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
+    "heartbeat_seconds": {"type": "number", "exclusiveMinimum": 0},
+    "retry": {"type": "array", "items": _retry},
+    "catch": {"type": "array", "items": _catch},
+}
+_choice = {
+    **_common,
+    "choices": {
+        "type": "array",
+        "minItems": 1,
+        "items": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["condition", "next"],
+            "properties": {"condition": {"type": "object"}, "next": {"type": "string"}},
+        },
+    },
+    "default": {"type": "string"},
+}
+_wait = {
+    **_common,
+    "seconds": {"type": "number", "minimum": 0},
+    "seconds_path": {"type": "string"},
+    "next": {"type": "string"},
+    "end": {"type": "boolean"},
+}
+_succeed = {**_common, "output_path": {"type": "string"}}
+_fail = {**_common, "error": {"type": "string"}, "cause": {"type": "string"}}
+
+
+def _typed(type_name: str, properties: dict[str, Any], required: list[str]) -> dict[str, Any]:
+    return {
+        "if": {"properties": {"type": {"const": type_name}}, "required": ["type"]},
+        "then": {"properties": properties, "required": ["type", *required], "additionalProperties": False},
+    }
+
+
+DEFINITION_SCHEMA: dict[str, Any] = {
+    "$schema": "https://json-schema.org/draft/2020-12/schema",
+    "title": "Ratchet workflow definition",
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["start_at", "states"],
+    "properties": {
+        "name": {"type": "string", "pattern": r"^[-a-zA-Z0-9_]{1,100}$"},
+        "title": {"type": "string"},
+        "description": {"type": "string"},
+        "topology": {"enum": ["single", "pipeline", "supervisor_worker", "network"]},
+        "start_at": {"type": "string"},
+        "timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
+        "budgets": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                "max_steps": {"type": "integer", "minimum": 1},
+                "max_tokens": {"type": "integer", "minimum": 1},
+                "max_cost": {"type": "number", "exclusiveMinimum": 0},
+                "max_depth": {"type": "integer", "minimum": 1},
+            },
+        },
+        "states": {
+            "type": "object",
+            "minProperties": 1,
+            "propertyNames": {"pattern": STATE_NAME},
+            "additionalProperties": {
+                "type": "object",
+                "required": ["type"],
+                "allOf": [
+                    _typed("task", _task, ["handler"]),
+                    _typed("choice", _choice, ["choices"]),
+                    _typed("wait", _wait, []),
+                    _typed("succeed", _succeed, []),
+                    _typed("fail", _fail, []),
+                ],
+                "properties": {"type": _common["type"]},
+            },
+        },
+    },
+}

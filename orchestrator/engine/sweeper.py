@@ -1,0 +1,107 @@
+"""The recovery sweeper: workers run it on a schedule; running it twice at once is harmless.
+
+It resumes attempts whose worker died (lease expired), times out attempts whose worker did
+not stop them, dispatches again what was scheduled but whose job is gone (Redis flushed),
+and fails runs past their deadline. Every action goes through the same compare-and-set
+transitions as normal execution.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+from dataclasses import dataclass
+from datetime import timedelta
+
+from django.db import close_old_connections, connection, transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from ..conf import ratchet_setting
+from ..models import AttemptStatus, EventKind, FailureMode, Run, RunStatus, StepAttempt
+from .dispatch import job_is_waiting
+from .eventlog import EventLog
+from .runstate import fail_run, save_run
+from .transitions import lock_run, recover_lost, redispatch, time_out_attempt
+
+logger = logging.getLogger("ratchet.sweeper")
+BATCH = 200
+TIMEOUT_GRACE_SECONDS = 2
+
+
+@dataclass
+class SweepReport:
+    resumed: int = 0
+    timed_out: int = 0
+    redispatched: int = 0
+    runs_timed_out: int = 0
+
+    def __bool__(self) -> bool:
+        return any((self.resumed, self.timed_out, self.redispatched, self.runs_timed_out))
+
+
+def sweep() -> SweepReport:
+    now = timezone.now()
+    report = SweepReport()
+    expired = StepAttempt.objects.filter(status=AttemptStatus.RUNNING, lease_expires_at__lt=now)
+    for attempt_id in expired.values_list("pk", flat=True)[:BATCH]:
+        report.resumed += recover_lost(attempt_id, now)
+    overdue = StepAttempt.objects.filter(
+        status=AttemptStatus.RUNNING, timeout_at__lt=now - timedelta(seconds=TIMEOUT_GRACE_SECONDS)
+    )
+    for attempt_id in overdue.values_list("pk", flat=True)[:BATCH]:
+        report.timed_out += time_out_attempt(attempt_id, now)
+    grace = timedelta(seconds=ratchet_setting("REDISPATCH_GRACE_SECONDS"))
+    stale = StepAttempt.objects.filter(
+        Q(not_before__isnull=True) | Q(not_before__lte=now + grace),
+        status=AttemptStatus.SCHEDULED,
+        dispatched_at__lt=now - grace,
+    ).order_by("dispatched_at")
+    for attempt_id, dispatched_at in stale.values_list("pk", "dispatched_at")[: BATCH * 5]:
+        if not job_is_waiting(attempt_id):
+            report.redispatched += redispatch(attempt_id, dispatched_at)
+    late = Run.objects.filter(status=RunStatus.RUNNING, deadline_at__lt=now)
+    for run_id in late.values_list("pk", flat=True)[:BATCH]:
+        report.runs_timed_out += fail_past_deadline(run_id, now)
+    return report
+
+
+def fail_past_deadline(run_id: object, now: object) -> bool:
+    with transaction.atomic():
+        run = lock_run(run_id)
+        if run.status != RunStatus.RUNNING or run.deadline_at is None or run.deadline_at >= now:
+            return False
+        log = EventLog(run)
+        log.add(EventKind.STEP_TIMED_OUT, reason="run deadline")
+        error = {"type": "Timeout", "types": ["Timeout"], "message": "the run ran past its deadline"}
+        fail_run(run, log, error, FailureMode.TIMEOUT)
+        save_run(run)
+        log.flush()
+    return True
+
+
+class SweeperThread(threading.Thread):
+    """Runs :func:`sweep` every few seconds inside a worker process."""
+
+    def __init__(self, interval: float | None = None):
+        super().__init__(name="ratchet-sweeper", daemon=True)
+        self.interval = interval or ratchet_setting("SWEEP_INTERVAL_SECONDS")
+        self.stopping = threading.Event()
+
+    def run(self) -> None:
+        try:
+            while not self.stopping.wait(self.interval * random.uniform(0.75, 1.25)):
+                try:
+                    close_old_connections()
+                    report = sweep()
+                    if report:
+                        logger.info("sweep: %s", report)
+                except Exception:
+                    logger.exception("sweep failed; trying again next round")
+                    connection.close()
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        self.stopping.set()

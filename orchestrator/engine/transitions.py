@@ -1,0 +1,285 @@
+"""Attempt transitions: claim, complete, fail, lose, time out, dispatch again.
+
+Each function is one transaction that locks the run row first (one lock order everywhere:
+run, then attempt), checks the source status with a compare-and-set, appends its events
+and schedules what comes next. A worker's result commits only while the attempt is still
+its own (fencing by claim token).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from ..conf import ratchet_setting
+from ..models import AttemptKind, AttemptStatus, Effect, EventKind, FailureMode, Run, RunStatus, StepAttempt
+from .attempts import retry_attempt, step_timeout
+from .claims import Claim, Claimant, Usage
+from .definition import definition_for_version
+from .dispatch import dispatch_on_commit
+from .eventlog import EventLog
+from .retry import RetryRule, error_matches, next_retry_delay
+from .runstate import fail_run, finish_compensation, finish_run, save_run
+from .scheduling import enter_state
+
+FAILED_STATUSES = (AttemptStatus.FAILED, AttemptStatus.TIMED_OUT)
+COMPENSATION_RETRY = (RetryRule(errors=("*",), max_attempts=5, interval_seconds=1.0),)
+
+
+def lock_run(run_id: Any) -> Run:
+    return Run.objects.select_for_update().select_related("version", "workflow").get(pk=run_id)
+
+
+def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
+    """Compare-and-set scheduled -> running with a lease. None: not ours to run (yet)."""
+    now = timezone.now()
+    token = uuid.uuid4()
+    with transaction.atomic():
+        attempt = StepAttempt.objects.select_related("run__version").filter(pk=attempt_id).first()
+        if attempt is None or attempt.status != AttemptStatus.SCHEDULED:
+            return None
+        if attempt.not_before and attempt.not_before > now:
+            return None
+        definition = definition_for_version(attempt.run.version)
+        state = definition.states.get(attempt.state_name) if attempt.kind == AttemptKind.STEP else None
+        lease = ratchet_setting("LEASE_SECONDS")
+        fields = {
+            "status": AttemptStatus.RUNNING, "claim_token": token, "worker": worker, "claimed_at": now,
+            "lease_expires_at": now + timedelta(seconds=lease),
+            "timeout_at": now + timedelta(seconds=_first_deadline(state)),
+        }
+        claimed = StepAttempt.objects.filter(pk=attempt_id, status=AttemptStatus.SCHEDULED).update(**fields)
+        if not claimed:
+            return None
+        for name, value in fields.items():
+            setattr(attempt, name, value)
+        log = EventLog(attempt.run_id)
+        log.add(EventKind.STEP_CLAIMED, attempt, worker=worker,
+                queue_wait_ms=round((now - attempt.scheduled_at).total_seconds() * 1000, 1))
+        log.flush()
+    return Claim(attempt=attempt, run=attempt.run, definition=definition, token=token, worker=worker)
+
+
+def _first_deadline(state: Any) -> float:
+    timeout = step_timeout(state)
+    if state is not None and state.heartbeat_seconds:
+        return min(timeout, float(state.heartbeat_seconds))
+    return timeout
+
+
+def _fence(claim: Claim, **changes: Any) -> bool:
+    """Apply ``changes`` to the attempt only if it is still running under this claim."""
+    return bool(
+        StepAttempt.objects.filter(
+            pk=claim.attempt.pk, status=AttemptStatus.RUNNING, claim_token=claim.token
+        ).update(**changes)
+    )
+
+
+def _charge(run: Run, usage: Usage) -> None:
+    run.tokens_used += usage.tokens
+    run.cost_used += usage.cost
+
+
+def _budget_breach(run: Run, claim: Claim) -> str | None:
+    budgets = claim.definition.budgets
+    if budgets.max_tokens is not None and run.tokens_used > budgets.max_tokens:
+        return f"token budget of {budgets.max_tokens} exceeded ({run.tokens_used} used)"
+    if budgets.max_cost is not None and float(run.cost_used) > budgets.max_cost:
+        return f"cost budget of {budgets.max_cost} exceeded ({run.cost_used} used)"
+    return None
+
+
+def complete_attempt(claim: Claim, output: Any, usage: Usage, claimant: Claimant | None = None) -> Claim | None:
+    """Checkpoint a succeeded attempt and schedule what comes next, in one transaction.
+
+    Returns the next attempt when this worker claimed it inline (same queue, no delay).
+    """
+    now = timezone.now()
+    with transaction.atomic():
+        run = lock_run(claim.attempt.run_id)
+        log = EventLog(run)
+        attempt = claim.attempt
+        done = _fence(claim, status=AttemptStatus.SUCCEEDED, output=output, finished_at=now,
+                      tokens=usage.tokens, cost=usage.cost, lease_expires_at=None)
+        if not done:
+            log.add(EventKind.RESULT_DISCARDED, attempt, worker=claim.worker)
+            log.flush()
+            return None
+        attempt.status = AttemptStatus.SUCCEEDED
+        _charge(run, usage)
+        log.add(EventKind.STEP_SUCCEEDED, attempt,
+                duration_ms=round((now - attempt.claimed_at).total_seconds() * 1000, 2))
+        next_attempt = None
+        if attempt.kind == AttemptKind.COMPENSATION:
+            finish_compensation(run, Effect.objects.get(pk=attempt.effect_id), log, ok=True)
+        elif run.status == RunStatus.RUNNING:
+            state = claim.state
+            if state.type == "task":
+                run.context[state.context_key] = output
+            breach = _budget_breach(run, claim)
+            if breach:
+                log.add(EventKind.BUDGET_EXCEEDED, attempt, reason=breach)
+                fail_run(run, log, {"type": "BudgetExceeded", "types": ["BudgetExceeded"], "message": breach},
+                         FailureMode.COST_EXPLOSION, state_name=state.name)
+            elif state.end:
+                finish_run(run, log, RunStatus.SUCCEEDED, output=output, state_name=state.name)
+            else:
+                next_attempt = enter_state(run, claim.definition, state.next, log, claimant=claimant)
+        save_run(run)
+        log.flush()
+    if next_attempt is not None and next_attempt.status == AttemptStatus.RUNNING:
+        return Claim(attempt=next_attempt, run=run, definition=claim.definition,
+                     token=next_attempt.claim_token, worker=claim.worker)
+    return None
+
+
+def fail_attempt(claim: Claim, error: dict[str, Any], failure_mode: str, usage: Usage,
+                 status: str = AttemptStatus.FAILED) -> None:
+    """A handler failed (or timed out): retry, catch, or fail the run, in one transaction."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = lock_run(claim.attempt.run_id)
+        log = EventLog(run)
+        if not _fence(claim, status=status, error=error, failure_mode=failure_mode, finished_at=now,
+                      tokens=usage.tokens, cost=usage.cost, lease_expires_at=None):
+            log.add(EventKind.RESULT_DISCARDED, claim.attempt, worker=claim.worker, error=error)
+            log.flush()
+            return
+        _charge(run, usage)
+        handle_failure(run, claim.attempt, error, failure_mode, log, status=status)
+        save_run(run)
+        log.flush()
+
+
+def handle_failure(run: Run, attempt: StepAttempt, error: dict[str, Any], failure_mode: str, log: EventLog,
+                   status: str = AttemptStatus.FAILED) -> None:
+    """Retry per the state's policy, else follow a matching catch, else fail the run."""
+    kind = EventKind.STEP_TIMED_OUT if status == AttemptStatus.TIMED_OUT else EventKind.STEP_FAILED
+    log.add(kind, attempt, error=error, failure_mode=failure_mode)
+    definition = definition_for_version(run.version)
+    is_compensation = attempt.kind == AttemptKind.COMPENSATION
+    rules = COMPENSATION_RETRY if is_compensation else definition.state(attempt.state_name).retry
+    failures = StepAttempt.objects.filter(
+        run=run, kind=attempt.kind, sequence=attempt.sequence, state_name=attempt.state_name,
+        effect_id=attempt.effect_id, status__in=FAILED_STATUSES,
+    ).count()
+    delay = next_retry_delay(rules, error, failures)
+    if delay is not None and run.status in (RunStatus.RUNNING, RunStatus.COMPENSATING):
+        log.add(EventKind.STEP_RETRIED, attempt, delay_seconds=round(delay, 3), failures=failures)
+        retry_attempt(run, attempt, log, delay=delay)
+        return
+    if is_compensation:
+        finish_compensation(run, Effect.objects.get(pk=attempt.effect_id), log, ok=False, error=error)
+        return
+    if run.status != RunStatus.RUNNING:
+        return
+    state = definition.state(attempt.state_name)
+    for rule in state.catch:
+        if error_matches(list(rule.errors), error):
+            run.context[state.context_key] = {"error": error}
+            log.add(EventKind.STEP_CAUGHT, attempt, next=rule.next, error_type=error.get("type"))
+            enter_state(run, definition, rule.next, log)
+            return
+    fail_run(run, log, error, failure_mode, state_name=state.name)
+
+
+def pause_for_effect(claim: Claim, error: dict[str, Any], effect_key: str) -> None:
+    """An uncertain effect: the attempt fails and the run waits for an operator's decision."""
+    now = timezone.now()
+    with transaction.atomic():
+        run = lock_run(claim.attempt.run_id)
+        log = EventLog(run)
+        if not _fence(claim, status=AttemptStatus.FAILED, error=error, finished_at=now,
+                      failure_mode=FailureMode.DUPLICATE_SIDE_EFFECT, lease_expires_at=None):
+            log.add(EventKind.RESULT_DISCARDED, claim.attempt, worker=claim.worker, error=error)
+            log.flush()
+            return
+        log.add(EventKind.STEP_FAILED, claim.attempt, error=error,
+                failure_mode=FailureMode.DUPLICATE_SIDE_EFFECT)
+        if run.status == RunStatus.RUNNING:
+            run.status = RunStatus.PAUSED
+            log.add(EventKind.RUN_PAUSED, claim.attempt, reason="uncertain_effect", key=effect_key)
+        save_run(run)
+        log.flush()
+
+
+def recover_lost(attempt_id: int, now: Any = None) -> bool:
+    """A running attempt whose lease expired: mark it lost and resume the step elsewhere."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        attempt = StepAttempt.objects.filter(pk=attempt_id).only("run_id").first()
+        if attempt is None:
+            return False
+        run = lock_run(attempt.run_id)
+        log = EventLog(run)
+        expired = StepAttempt.objects.filter(
+            pk=attempt_id, status=AttemptStatus.RUNNING, lease_expires_at__lt=now
+        )
+        if not expired.update(status=AttemptStatus.LOST, finished_at=now, lease_expires_at=None):
+            return False
+        attempt = StepAttempt.objects.get(pk=attempt_id)
+        log.add(EventKind.STEP_LOST, attempt, worker=attempt.worker)
+        lost = StepAttempt.objects.filter(
+            run=run, kind=attempt.kind, sequence=attempt.sequence, state_name=attempt.state_name,
+            effect_id=attempt.effect_id, status=AttemptStatus.LOST,
+        ).count()
+        if lost > ratchet_setting("MAX_RESUMES_PER_STEP"):
+            error = {"type": "Lost", "types": ["Lost"],
+                     "message": f"the step's worker was lost {lost} times; giving up"}
+            handle_failure(run, attempt, error, FailureMode.LOST_PROGRESS, log, status=AttemptStatus.LOST)
+        elif run.status in (RunStatus.RUNNING, RunStatus.COMPENSATING):
+            resumed = retry_attempt(run, attempt, log, resumed=True)
+            run.resume_count += 1
+            log.add(EventKind.STEP_RESUMED, resumed, lost_attempt=attempt.pk)
+        save_run(run)
+        log.flush()
+    return True
+
+
+def time_out_attempt(attempt_id: int, now: Any = None) -> bool:
+    """A running attempt past its timeout (or heartbeat timeout) whose worker did not stop it."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        attempt = StepAttempt.objects.filter(pk=attempt_id).only("run_id").first()
+        if attempt is None:
+            return False
+        run = lock_run(attempt.run_id)
+        log = EventLog(run)
+        error = {"type": "Timeout", "types": ["Timeout"], "message": "the step ran past its timeout"}
+        if not StepAttempt.objects.filter(pk=attempt_id, status=AttemptStatus.RUNNING, timeout_at__lt=now).update(
+            status=AttemptStatus.TIMED_OUT, error=error, failure_mode=FailureMode.TIMEOUT, finished_at=now,
+            lease_expires_at=None,
+        ):
+            return False
+        attempt = StepAttempt.objects.get(pk=attempt_id)
+        handle_failure(run, attempt, error, FailureMode.TIMEOUT, log, status=AttemptStatus.TIMED_OUT)
+        save_run(run)
+        log.flush()
+    return True
+
+
+def redispatch(attempt_id: int, seen_dispatched_at: Any) -> bool:
+    """Dispatch a scheduled attempt again whose job is gone. Safe on two sweepers at once."""
+    now = timezone.now()
+    with transaction.atomic():
+        attempt = StepAttempt.objects.filter(
+            Q(dispatched_at=seen_dispatched_at), pk=attempt_id, status=AttemptStatus.SCHEDULED
+        ).first()
+        if attempt is None:
+            return False
+        updated = StepAttempt.objects.filter(
+            pk=attempt_id, status=AttemptStatus.SCHEDULED, dispatched_at=seen_dispatched_at
+        ).update(dispatched_at=now, dispatch_count=attempt.dispatch_count + 1)
+        if not updated:
+            return False
+        log = EventLog(attempt.run_id)
+        log.add(EventKind.STEP_DISPATCHED, attempt, dispatch_count=attempt.dispatch_count + 1)
+        log.flush()
+        dispatch_on_commit(attempt.pk, attempt.queue, attempt.not_before)
+    return True

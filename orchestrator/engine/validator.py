@@ -1,0 +1,168 @@
+"""Semantic validation of a definition: each finding names its state and says how to fix it.
+
+JSON Schema first (structure), then graph checks: unknown targets, unreachable states,
+dead ends, unknown handlers, choices without a default, guards that do not parse, and
+cycles with no step budget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from . import guards
+from .definition import build_definition
+from .schema import BUILT_STATE_TYPES, DEFINITION_SCHEMA, PLANNED_STATE_TYPES
+
+
+@dataclass(frozen=True)
+class Finding:
+    code: str
+    message: str
+    state: str | None = None
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = f"state '{self.state}': " if self.state else ""
+        return f"{where}{self.message}"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"code": self.code, "state": self.state, "severity": self.severity, "message": self.message}
+
+
+_schema_validator = Draft202012Validator(DEFINITION_SCHEMA)
+
+
+def _schema_findings(doc: Any) -> list[Finding]:
+    findings = []
+    for error in sorted(_schema_validator.iter_errors(doc), key=lambda e: list(e.absolute_path)):
+        path = list(error.absolute_path)
+        state = str(path[1]) if len(path) >= 2 and path[0] == "states" else None
+        where = ".".join(str(p) for p in (path[2:] if state else path))
+        if error.validator == "additionalProperties":
+            hint = "remove it, or check its spelling"
+        elif error.validator == "required":
+            hint = "add it"
+        elif error.validator == "enum" and path[-1:] == ["type"]:
+            hint = f"use one of {', '.join(BUILT_STATE_TYPES)}"
+        else:
+            hint = "fix the value"
+        prefix = f"{where}: " if where else ""
+        findings.append(Finding("schema", f"{prefix}{error.message} ({hint})", state))
+    return findings
+
+
+def _reachable(start: str, edges: dict[str, list[str]]) -> set[str]:
+    seen, stack = set(), [start]
+    while stack:
+        node = stack.pop()
+        if node in seen or node not in edges:
+            continue
+        seen.add(node)
+        stack.extend(edges[node])
+    return seen
+
+
+def _has_cycle(edges: dict[str, list[str]]) -> bool:
+    white, grey, black = 0, 1, 2
+    colour = dict.fromkeys(edges, white)
+
+    def visit(node: str) -> bool:
+        colour[node] = grey
+        for nxt in edges.get(node, []):
+            if nxt not in colour:
+                continue
+            if colour[nxt] == grey or (colour[nxt] == white and visit(nxt)):
+                return True
+        colour[node] = black
+        return False
+
+    return any(colour[n] == white and visit(n) for n in list(edges))
+
+
+def validate(doc: Any, known_handlers: set[str] | None = None) -> list[Finding]:
+    """All findings for a definition document; an empty list means it can be published."""
+    if not isinstance(doc, dict):
+        return [Finding("schema", f"a definition must be an object, got {type(doc).__name__}")]
+    findings = _schema_findings(doc)
+    if findings:
+        return findings
+    if known_handlers is None:
+        from .registry import handler_names
+
+        known_handlers = handler_names()
+    definition = build_definition(doc)
+    states = definition.states
+    if definition.start_at not in states:
+        findings.append(Finding(
+            "unknown_start", f"start_at names '{definition.start_at}', which is not a state; "
+            f"set it to one of {', '.join(states)}"))
+    for state in states.values():
+        if state.type in PLANNED_STATE_TYPES:
+            findings.append(Finding(
+                "unsupported_type", f"state type '{state.type}' is not available yet; "
+                f"use one of {', '.join(BUILT_STATE_TYPES)}", state.name))
+            continue
+        for target in state.successors():
+            if target not in states:
+                findings.append(Finding(
+                    "unknown_target", f"transitions to '{target}', which is not a state; "
+                    "add that state or point the transition at an existing one", state.name))
+        if state.type in ("task", "wait"):
+            if state.next and state.end:
+                findings.append(Finding(
+                    "next_and_end", "has both 'next' and 'end'; keep one", state.name))
+            elif not state.next and not state.end:
+                findings.append(Finding(
+                    "dead_end", "has no 'next' and is not marked 'end': true; "
+                    "add a transition or end the run here", state.name))
+        if state.type == "task" and state.handler not in known_handlers:
+            hint = ", ".join(sorted(known_handlers)[:8]) or "none registered"
+            findings.append(Finding(
+                "unknown_handler", f"handler '{state.handler}' is not registered; "
+                f"register it with @handler('{state.handler}') or use a known one ({hint})", state.name))
+        if state.type == "wait" and (state.seconds is None) == (state.seconds_path is None):
+            findings.append(Finding(
+                "wait_duration", "a wait needs exactly one of 'seconds' or 'seconds_path'", state.name))
+        if state.type == "choice":
+            if not state.default:
+                findings.append(Finding(
+                    "choice_without_default", "a choice needs a 'default' branch for when no condition "
+                    "holds; add \"default\": \"<state>\"", state.name))
+            for i, rule in enumerate(state.choices):
+                for problem in guards.check(rule.condition, f"choices[{i}].condition"):
+                    findings.append(Finding("bad_guard", problem, state.name))
+    if findings:
+        return findings
+    edges = {name: state.successors() for name, state in states.items()}
+    reachable = _reachable(definition.start_at, edges)
+    for name in states:
+        if name not in reachable:
+            findings.append(Finding(
+                "unreachable", f"no transition leads here from '{definition.start_at}'; "
+                "connect it or delete it", name))
+    reverse: dict[str, list[str]] = {name: [] for name in states}
+    for name, targets in edges.items():
+        for target in targets:
+            reverse[target].append(name)
+    ends = [name for name, state in states.items() if state.is_terminal or state.end]
+    finishing = _reachable_many(ends, reverse)
+    for name in reachable:
+        if name not in finishing:
+            findings.append(Finding(
+                "no_way_out", "no path from here reaches a succeed, fail or end state, so a run "
+                "would never finish; add a transition out of the loop", name))
+    if _has_cycle({n: edges[n] for n in reachable}) and definition.budgets.max_steps is None:
+        findings.append(Finding(
+            "cycle_without_budget", "the workflow has a cycle but no step budget; "
+            "set budgets.max_steps so a looping run stops"))
+    return findings
+
+
+def _reachable_many(starts: list[str], edges: dict[str, list[str]]) -> set[str]:
+    seen: set[str] = set()
+    for start in starts:
+        seen |= _reachable(start, edges)
+    return seen

@@ -1,0 +1,3 @@
+"""Handlers this app ships: the demo workflows' (discovered at start-up by the registry)."""
+
+from .demo import handlers as demo_handlers  # noqa: F401

@@ -1,0 +1,19 @@
+from django.core.management.base import BaseCommand, CommandError
+
+from orchestrator.engine.errors import WorkflowNotFound
+from orchestrator.engine.workflows import export
+
+
+class Command(BaseCommand):
+    help = "Print a workflow's definition (latest version, or --version N) as YAML or JSON."
+
+    def add_arguments(self, parser):
+        parser.add_argument("name")
+        parser.add_argument("--format", choices=["yaml", "json"], default="yaml")
+        parser.add_argument("--version", type=int, default=None)
+
+    def handle(self, name, format, version, **options):
+        try:
+            self.stdout.write(export(name, format, version), ending="")
+        except WorkflowNotFound as exc:
+            raise CommandError(str(exc)) from exc

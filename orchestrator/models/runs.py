@@ -1,0 +1,163 @@
+"""Runs and step attempts: the checkpoints of durable execution.
+
+Status fields are changed only by ``orchestrator.engine.transitions``, which checks the
+source status and appends an Event in the same transaction.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+
+from .workflows import Workflow, WorkflowVersion
+
+
+class RunStatus(models.TextChoices):
+    RUNNING = "running", "Running"
+    WAITING = "waiting", "Waiting for a person"
+    PAUSED = "paused", "Paused: an operator must decide"
+    COMPENSATING = "compensating", "Compensating"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+TERMINAL_RUN_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+class FailureMode(models.TextChoices):
+    """Why something failed; the failure dashboard groups by it (DESIGN.md section 5)."""
+
+    HANDLER_ERROR = "handler_error", "Handler error"
+    TIMEOUT = "timeout", "Timeout"
+    REJECTED = "rejected", "Rejected"
+    CANCELLED = "cancelled", "Cancelled"
+    DUPLICATE_SIDE_EFFECT = "duplicate_side_effect", "Duplicate side effect"
+    LOST_PROGRESS = "lost_progress", "Lost progress on crash"
+    CONTEXT_LOSS = "context_loss", "Context loss at handoff"
+    COORDINATION_DEADLOCK = "coordination_deadlock", "Coordination deadlock"
+    COST_EXPLOSION = "cost_explosion", "Cost explosion"
+    CONFLICTING_AGGREGATION = "conflicting_aggregation", "Conflicting aggregation"
+    THROTTLING = "throttling", "Shared-tool throttling"
+
+
+class Run(models.Model):
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    workflow = models.ForeignKey(Workflow, on_delete=models.PROTECT, related_name="runs")
+    version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="runs")
+    status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.RUNNING)
+    input = models.JSONField(default=dict, blank=True)
+    context = models.JSONField(default=dict, blank=True, help_text="Run input plus outputs of completed steps.")
+    output = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    failure_mode = models.CharField(max_length=32, choices=FailureMode.choices, blank=True)
+    idempotency_key = models.CharField(max_length=200, null=True, blank=True)
+    started_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    deadline_at = models.DateTimeField(null=True, blank=True)
+    # Budgets used so far (limits come from the pinned definition).
+    steps_used = models.PositiveIntegerField(default=0)
+    tokens_used = models.BigIntegerField(default=0)
+    cost_used = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+    resume_count = models.PositiveIntegerField(default=0)
+    redrive_count = models.PositiveIntegerField(default=0)
+    # Time spent waiting for people (approvals, operator decisions), excluded from latency KPIs.
+    human_wait_seconds = models.FloatField(default=0)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["status", "created_at"], name="run_status_created"),
+            models.Index(fields=["workflow", "created_at"], name="run_workflow_created"),
+        ]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["workflow", "idempotency_key"],
+                condition=models.Q(idempotency_key__isnull=False),
+                name="run_idempotency_key_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.workflow.name} run {str(self.id)[:8]}"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL_RUN_STATUSES
+
+
+class AttemptKind(models.TextChoices):
+    STEP = "step", "Step"
+    COMPENSATION = "compensation", "Compensation"
+
+
+class AttemptStatus(models.TextChoices):
+    SCHEDULED = "scheduled", "Scheduled"
+    RUNNING = "running", "Running"
+    WAITING = "waiting", "Waiting for a person"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    LOST = "lost", "Lost (resumed)"
+    TIMED_OUT = "timed_out", "Timed out"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+ACTIVE_ATTEMPT_STATUSES = frozenset({AttemptStatus.SCHEDULED, AttemptStatus.RUNNING, AttemptStatus.WAITING})
+
+
+class StepAttempt(models.Model):
+    """One try of one state in one run. A succeeded attempt is the step's checkpoint."""
+
+    run = models.ForeignKey(Run, on_delete=models.CASCADE, related_name="attempts")
+    kind = models.CharField(max_length=16, choices=AttemptKind.choices, default=AttemptKind.STEP)
+    state_name = models.CharField(max_length=100)
+    # "" on the main path; "<parallel state>/<branch>[/...]" inside parallel branches and maps.
+    branch_path = models.CharField(max_length=300, blank=True, default="")
+    sequence = models.PositiveIntegerField(help_text="Step number of this state's visit in the run.")
+    attempt = models.PositiveSmallIntegerField(default=1, help_text="1 for the first try of this visit.")
+    status = models.CharField(max_length=16, choices=AttemptStatus.choices, default=AttemptStatus.SCHEDULED)
+    queue = models.CharField(max_length=64, default="default")
+    input = models.JSONField(null=True, blank=True)
+    output = models.JSONField(null=True, blank=True)
+    error = models.JSONField(null=True, blank=True)
+    failure_mode = models.CharField(max_length=32, choices=FailureMode.choices, blank=True)
+    resumed_from = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    effect = models.ForeignKey(
+        "orchestrator.Effect", null=True, blank=True, on_delete=models.CASCADE, related_name="compensations"
+    )
+    # Dispatch and claim (DESIGN.md section 4).
+    not_before = models.DateTimeField(null=True, blank=True, help_text="Backoff or timer: not to run before.")
+    dispatched_at = models.DateTimeField(null=True, blank=True)
+    dispatch_count = models.PositiveIntegerField(default=0)
+    claim_token = models.UUIDField(null=True, blank=True)
+    worker = models.CharField(max_length=200, blank=True)
+    lease_expires_at = models.DateTimeField(null=True, blank=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    progress = models.JSONField(null=True, blank=True)
+    timeout_at = models.DateTimeField(null=True, blank=True)
+    # Timings and usage.
+    scheduled_at = models.DateTimeField()
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=14, decimal_places=6, default=0)
+
+    class Meta:
+        ordering = ["run", "id"]
+        indexes = [
+            models.Index(fields=["status", "lease_expires_at"], name="attempt_status_lease"),
+            models.Index(fields=["status", "dispatched_at"], name="attempt_status_dispatched"),
+            models.Index(fields=["run", "state_name"], name="attempt_run_state"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.state_name}#{self.sequence}.{self.attempt} ({self.status})"
+
+    @property
+    def job_id(self) -> str:
+        return f"ratchet-attempt-{self.pk}"
