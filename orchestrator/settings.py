@@ -98,7 +98,7 @@ def database_config(url: str | None) -> dict:
             "timeout": 20,
         },
         # Worker processes must see the test database, so it cannot live in memory.
-        "TEST": {"NAME": str(VAR_DIR / "test-ratchet.sqlite3")},
+        "TEST": {"NAME": str(VAR_DIR / f"test-ratchet-{os.getpid()}.sqlite3")},
     }
 
 

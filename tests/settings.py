@@ -1,0 +1,8 @@
+"""Test settings: the project's, plus an app holding handlers that only tests use.
+
+Worker processes started by tests inherit DJANGO_SETTINGS_MODULE, so they see them too.
+"""
+
+from orchestrator.settings import *  # noqa: F403
+
+INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405

@@ -1,0 +1,78 @@
+"""Handlers for tests. Each execution is recorded at the sink (outside the engine's
+database), so a test can count how many times a step really ran."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from orchestrator.demo import sink
+from orchestrator.sdk import StepContext, handler
+
+
+def count_execution(ctx: StepContext) -> None:
+    sink.deliver(f"exec-{ctx.run_id}-{ctx.state_name}", "execution", {"attempt": ctx.attempt_number})
+
+
+@handler("test.counted_sleep")
+def counted_sleep(ctx: StepContext) -> dict[str, Any]:
+    count_execution(ctx)
+    seconds = float(ctx.args.get("seconds", 0))
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        time.sleep(min(0.1, max(end - time.monotonic(), 0)))
+        if ctx.args.get("heartbeat"):
+            ctx.heartbeat({"left": round(end - time.monotonic(), 2)})
+    return {"slept": seconds}
+
+
+@handler("test.fail_until_flag")
+def fail_until_flag(ctx: StepContext) -> dict[str, Any]:
+    count_execution(ctx)
+    if not Path(ctx.input["flag"]).exists():
+        raise RuntimeError("the flag file is missing")
+    return {"flag": True}
+
+
+@handler("test.effect_with_pause")
+def effect_with_pause(ctx: StepContext) -> dict[str, Any]:
+    """Delivers at the sink, then sleeps inside the effect (so a kill lands between intent and confirm)."""
+    inside = float(ctx.args.get("inside_seconds", 0))
+    idempotent = bool(ctx.args.get("idempotent", False))
+
+    def deliver(key: str) -> dict[str, Any]:
+        result = sink.deliver(key, "payment", {"run": str(ctx.run_id)}, idempotency_key=key if idempotent else None)
+        time.sleep(inside)
+        return result
+
+    result = ctx.effect("payment", deliver, idempotent=idempotent)
+    time.sleep(float(ctx.args.get("after_seconds", 0)))
+    return {"delivery": result["delivery"]}
+
+
+def undo_charge(result: dict[str, Any], idempotency_key: str) -> None:
+    sink.deliver(f"{idempotency_key}-undo", "undo", result)
+
+
+@handler("test.charge_with_compensation")
+def charge_with_compensation(ctx: StepContext) -> dict[str, Any]:
+    key = ctx.args.get("key", "charge")
+    return ctx.effect(key, lambda k: sink.deliver(k, "charge", {}), compensate=undo_charge)
+
+
+@handler("test.fail")
+def fail(ctx: StepContext) -> None:
+    count_execution(ctx)
+    raise ValueError(ctx.args.get("message", "boom"))
+
+
+@handler("test.usage")
+def usage(ctx: StepContext) -> dict[str, Any]:
+    ctx.usage(tokens=int(ctx.args.get("tokens", 0)), cost=float(ctx.args.get("cost", 0)))
+    return {}
+
+
+@handler("test.not_json")
+def not_json(ctx: StepContext) -> object:
+    return {"when": object()}
