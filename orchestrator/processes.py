@@ -43,18 +43,27 @@ class WorkerPool:
         return [p.pid for p in dead]
 
     def kill(self, process: subprocess.Popen) -> None:
-        """SIGKILL: no cleanup, no warning; exactly what a crash looks like."""
-        process.kill()
+        """SIGKILL the worker and its children (RQ's scheduler): what a crashed machine looks like."""
+        _signal_group(process, signal.SIGKILL)
         process.wait()
         self.processes.remove(process)
 
     def stop(self, timeout: float = 10) -> None:
         for process in self.alive():
-            process.send_signal(signal.SIGTERM)
+            _signal_group(process, signal.SIGTERM)
         for process in self.processes:
             try:
                 process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                process.kill()
+                _signal_group(process, signal.SIGKILL)
                 process.wait()
+            _signal_group(process, signal.SIGKILL)  # a scheduler child left behind, if any
         self.processes = []
+
+
+def _signal_group(process: subprocess.Popen, signum: int) -> None:
+    """Each worker leads its own session (start_new_session), so its group is its own."""
+    try:
+        os.killpg(process.pid, signum)
+    except ProcessLookupError:
+        pass

@@ -95,3 +95,13 @@ def requests(key: str, path: str | None = None) -> int:
         return conn.execute("SELECT COUNT(*) FROM requests WHERE key = ?", (key,)).fetchone()[0]
     finally:
         conn.close()
+
+
+def delivery_counts(path: str | None = None) -> dict[str, int]:
+    """Deliveries per key (replays excluded): a key above 1 is a duplicate side effect."""
+    conn = _connect(path)
+    try:
+        rows = conn.execute("SELECT key, COUNT(*) FROM requests WHERE outcome='delivered' GROUP BY key")
+        return dict(rows.fetchall())
+    finally:
+        conn.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from typing import Any
 
 
@@ -68,11 +69,17 @@ class Cancelled(BaseException):
 
 
 def error_payload(exc: BaseException, *, name: str | None = None) -> dict[str, Any]:
-    """The JSON form of an error stored on attempts and runs and matched by retry/catch."""
+    """The JSON form of an error stored on attempts and runs and matched by retry/catch.
+
+    ``types`` holds the exception's class and its bases, so a retry rule naming a base
+    class matches; ``traceback`` keeps the last frames for whoever debugs the handler.
+    """
     names = [cls.__name__ for cls in type(exc).__mro__ if cls not in (object, BaseException)]
+    frames = traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-8)
     return {
         "type": name or type(exc).__name__,
         "types": [name] if name else names,
         "message": str(exc)[:2000],
         "code": getattr(exc, "code", ""),
+        "traceback": "".join(frames)[-4000:],
     }

@@ -144,7 +144,7 @@ def execute(claim: Claim, claimant: Claimant | None, lost: threading.Event) -> C
         with_db_retry(lambda: pause_for_effect(claim, payload, key))
         return None
     except Exception as exc:
-        logger.info("attempt %s failed: %s", attempt.pk, exc, exc_info=True)
+        logger.info("attempt %s (%s) failed: %s: %s", attempt.pk, state.name, type(exc).__name__, exc)
         payload = error_payload(exc)
         with_db_retry(lambda: fail_attempt(claim, payload, FailureMode.HANDLER_ERROR, ctx.usage_total))
         return None

@@ -12,12 +12,14 @@ incomparable types, so a choice's ``default`` branch catches both.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from typing import Any
 
 from .errors import GuardError
 
 _MISSING = object()
+_INDEX = re.compile(r"-?[0-9]+")
 
 
 def _ordered(fn: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
@@ -38,7 +40,7 @@ def _contains(actual: Any, expected: Any) -> bool:
     if isinstance(actual, str):
         return isinstance(expected, str) and expected in actual
     if isinstance(actual, list):
-        return expected in actual
+        return _member(expected, actual)
     if isinstance(actual, dict):
         return isinstance(expected, str) and expected in actual
     return False
@@ -52,7 +54,17 @@ def _equal(actual: Any, expected: Any) -> bool:
     """Equality that keeps JSON's types apart: 1 == 1.0, but true != 1 and "1" != 1."""
     if _is_number(actual) and _is_number(expected):
         return actual == expected
-    return type(actual) is type(expected) and actual == expected
+    if type(actual) is not type(expected):
+        return False
+    if isinstance(actual, list):
+        return len(actual) == len(expected) and all(_equal(a, e) for a, e in zip(actual, expected, strict=True))
+    if isinstance(actual, dict):
+        return actual.keys() == expected.keys() and all(_equal(actual[k], expected[k]) for k in actual)
+    return actual == expected
+
+
+def _member(item: Any, items: list[Any]) -> bool:
+    return any(_equal(item, candidate) for candidate in items)
 
 
 OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
@@ -62,8 +74,8 @@ OPERATORS: dict[str, Callable[[Any, Any], bool]] = {
     "gte": _ordered(lambda a, b: a >= b),
     "lt": _ordered(lambda a, b: a < b),
     "lte": _ordered(lambda a, b: a <= b),
-    "in": lambda a, b: isinstance(b, list) and a in b,
-    "not_in": lambda a, b: isinstance(b, list) and a not in b,
+    "in": lambda a, b: isinstance(b, list) and _member(a, b),
+    "not_in": lambda a, b: isinstance(b, list) and not _member(a, b),
     "contains": _contains,
     "starts_with": lambda a, b: isinstance(a, str) and isinstance(b, str) and a.startswith(b),
     "ends_with": lambda a, b: isinstance(a, str) and isinstance(b, str) and a.endswith(b),
@@ -82,7 +94,7 @@ def resolve_path(data: Any, path: str) -> Any:
             if segment not in current:
                 return _MISSING
             current = current[segment]
-        elif isinstance(current, list) and segment.lstrip("-").isdigit():
+        elif isinstance(current, list) and _INDEX.fullmatch(segment):
             index = int(segment)
             if not -len(current) <= index < len(current):
                 return _MISSING
@@ -125,7 +137,7 @@ def check(condition: Any, where: str = "condition") -> list[str]:
     if not isinstance(path, str) or not path or any(not part for part in path.split(".")):
         problems.append(f"{where}: 'path' must be a dotted path such as 'input.amount', got {path!r}")
     op = condition.get("op")
-    if op not in OPERATORS:
+    if not isinstance(op, str) or op not in OPERATORS:
         problems.append(f"{where}: unknown operator {op!r}; use one of {', '.join(OPERATORS)}")
     elif "value" not in condition and op not in VALUE_MUST_BE_BOOL:
         problems.append(f"{where}: operator '{op}' needs a 'value'")
@@ -145,7 +157,7 @@ def evaluate(condition: dict[str, Any], context: Any) -> bool:
     if "not" in condition:
         return not evaluate(condition["not"], context)
     op = condition.get("op")
-    if op not in OPERATORS:
+    if not isinstance(op, str) or op not in OPERATORS:
         raise GuardError(f"unknown operator {op!r}")
     actual = resolve_path(context, condition["path"])
     expected = condition.get("value", True)

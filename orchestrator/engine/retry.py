@@ -39,7 +39,10 @@ class RetryRule:
         Exponential backoff capped at ``max_interval_seconds``; with jitter, "equal jitter":
         half the delay is fixed and half random, so retries spread out but never come early.
         """
-        base = self.interval_seconds * self.backoff_rate ** max(failed_attempts - 1, 0)
+        try:
+            base = self.interval_seconds * self.backoff_rate ** max(failed_attempts - 1, 0)
+        except OverflowError:  # a steep backoff over many attempts: past any cap
+            base = self.max_interval_seconds if self.interval_seconds > 0 else 0.0
         base = min(base, self.max_interval_seconds)
         if not self.jitter:
             return base

@@ -41,7 +41,10 @@ def _schema_findings(doc: Any) -> list[Finding]:
         path = list(error.absolute_path)
         state = str(path[1]) if len(path) >= 2 and path[0] == "states" else None
         where = ".".join(str(p) for p in (path[2:] if state else path))
-        if error.validator == "additionalProperties":
+        if path == ["states"] and "propertyNames" in error.absolute_schema_path:
+            state, where = str(error.instance), ""
+            hint = "rename it: letters, digits and underscores, not starting with a digit, at most 100"
+        elif error.validator == "additionalProperties":
             hint = "remove it, or check its spelling"
         elif error.validator == "required":
             hint = "add it"
@@ -65,21 +68,24 @@ def _reachable(start: str, edges: dict[str, list[str]]) -> set[str]:
     return seen
 
 
-def _has_cycle(edges: dict[str, list[str]]) -> bool:
-    white, grey, black = 0, 1, 2
-    colour = dict.fromkeys(edges, white)
-
-    def visit(node: str) -> bool:
-        colour[node] = grey
-        for nxt in edges.get(node, []):
-            if nxt not in colour:
-                continue
-            if colour[nxt] == grey or (colour[nxt] == white and visit(nxt)):
-                return True
-        colour[node] = black
-        return False
-
-    return any(colour[n] == white and visit(n) for n in list(edges))
+def _cycle_entry(start: str, edges: dict[str, list[str]]) -> str | None:
+    """A state where a cycle reachable from ``start`` closes, or None (iterative: no recursion limit)."""
+    on_path, done = {start}, set()
+    stack = [(start, iter(edges[start]))]
+    while stack:
+        node, successors = stack[-1]
+        for nxt in successors:
+            if nxt in on_path:
+                return nxt
+            if nxt not in done and nxt in edges:
+                on_path.add(nxt)
+                stack.append((nxt, iter(edges[nxt])))
+                break
+        else:
+            stack.pop()
+            on_path.discard(node)
+            done.add(node)
+    return None
 
 
 def validate(doc: Any, known_handlers: set[str] | None = None) -> list[Finding]:
@@ -149,15 +155,16 @@ def validate(doc: Any, known_handlers: set[str] | None = None) -> list[Finding]:
             reverse[target].append(name)
     ends = [name for name, state in states.items() if state.is_terminal or state.end]
     finishing = _reachable_many(ends, reverse)
-    for name in reachable:
-        if name not in finishing:
+    for name in states:
+        if name in reachable and name not in finishing:
             findings.append(Finding(
                 "no_way_out", "no path from here reaches a succeed, fail or end state, so a run "
                 "would never finish; add a transition out of the loop", name))
-    if _has_cycle({n: edges[n] for n in reachable}) and definition.budgets.max_steps is None:
+    loop = _cycle_entry(definition.start_at, edges) if definition.budgets.max_steps is None else None
+    if loop is not None:
         findings.append(Finding(
-            "cycle_without_budget", "the workflow has a cycle but no step budget; "
-            "set budgets.max_steps so a looping run stops"))
+            "cycle_without_budget", "this state is on a cycle but the workflow has no step budget; "
+            "set budgets.max_steps so a looping run stops", loop))
     return findings
 
 

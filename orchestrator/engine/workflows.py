@@ -18,8 +18,9 @@ from .validator import Finding
 
 def load_document(text: str, filename: str = "") -> dict[str, Any]:
     """Parse JSON or YAML text (JSON is YAML, but JSON errors read better from json)."""
+    looks_like_json = not filename.endswith((".yaml", ".yml")) and text.lstrip().startswith("{")
     try:
-        if filename.endswith(".json") or text.lstrip().startswith("{"):
+        if filename.endswith(".json") or looks_like_json:
             doc = json.loads(text)
         else:
             doc = yaml.safe_load(text)
@@ -27,6 +28,11 @@ def load_document(text: str, filename: str = "") -> dict[str, Any]:
         raise DefinitionError([Finding("syntax", f"{filename or 'document'} does not parse: {exc}")]) from exc
     if not isinstance(doc, dict):
         raise DefinitionError([Finding("syntax", "a definition must be a mapping at the top level")])
+    try:  # keep only what JSON (and so the database) can hold: YAML also has dates, NaN, bytes
+        doc = json.loads(json.dumps(doc, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise DefinitionError([Finding("syntax", f"{filename or 'document'} holds a value JSON cannot: {exc}; "
+                                                 "quote dates and times, and use no NaN, infinity or binary")]) from exc
     return doc
 
 
@@ -60,14 +66,16 @@ def publish(doc: dict[str, Any], name: str | None = None, user: Any = None) -> t
 
 def import_file(path: str | Path, user: Any = None) -> tuple[WorkflowVersion, bool]:
     path = Path(path)
-    return publish(load_document(path.read_text(), path.name), user=user)
+    return publish(load_document(path.read_text(encoding="utf-8"), path.name), user=user)
 
 
 def export(name: str, fmt: str = "yaml", version: int | None = None) -> str:
     workflow = Workflow.objects.filter(name=name).first()
     if workflow is None:
         raise WorkflowNotFound(f"no workflow named {name!r}")
-    chosen = workflow.versions.get(number=version) if version else workflow.latest_version()
+    chosen = workflow.versions.filter(number=version).first() if version else workflow.latest_version()
+    if version and chosen is None:
+        raise WorkflowNotFound(f"workflow {name!r} has no version {version}")
     doc = dict(chosen.definition) if chosen else dict(workflow.draft)
     doc.setdefault("name", name)
     if fmt == "json":

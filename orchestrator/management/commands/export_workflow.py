@@ -5,12 +5,13 @@ from orchestrator.engine.workflows import export
 
 
 class Command(BaseCommand):
-    help = "Print a workflow's definition (latest version, or --version N) as YAML or JSON."
+    help = "Print a workflow's definition (latest version, or --number N) as YAML or JSON."
 
     def add_arguments(self, parser):
         parser.add_argument("name")
         parser.add_argument("--format", choices=["yaml", "json"], default="yaml")
-        parser.add_argument("--version", type=int, default=None)
+        # Not --version: every Django command already has that flag (Django's version).
+        parser.add_argument("--number", dest="version", type=int, default=None, help="a version number")
 
     def handle(self, name, format, version, **options):
         try:

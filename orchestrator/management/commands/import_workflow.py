@@ -15,6 +15,8 @@ class Command(BaseCommand):
             version, created = import_file(file)
         except FileNotFoundError as exc:
             raise CommandError(f"no such file: {file}") from exc
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CommandError(f"cannot read {file}: {exc}") from exc
         except DefinitionError as exc:
             lines = "\n".join(f"  - {finding}" for finding in exc.findings)
             raise CommandError(f"{file} is not a valid definition:\n{lines}") from exc
