@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(PY) manage.py run_stack
+	$(PY) manage.py run_stack $(ARGS)
 
 test: $(STAMP)
 	$(PY) -m ruff check .
@@ -26,7 +26,7 @@ test-engine-sqlite: $(STAMP)
 	DATABASE_URL= $(PY) -m pytest -m "engine and not chaos" -p no:cacheprovider
 
 bench: $(STAMP)
-	$(PY) manage.py bench
+	DATABASE_URL="$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ratchet_bench}" $(PY) manage.py bench
 
 chaos: $(STAMP)
 	$(PY) manage.py chaos --runs 200 --workers 3 --kill-every 2 --flush-redis-every 15

@@ -68,17 +68,17 @@ def run_chaos(
     batch = uuid.uuid4().hex[:8]
     rng = random.Random()
     pool = WorkerPool()
-    pool.start(workers)
-    started = time.monotonic()
-    run_ids = [start_run("order_fulfilment", demo_order(batch, i, pack_seconds),
-                         idempotency_key=f"chaos-{batch}-{i}")[0].pk for i in range(runs)]
-    say(f"chaos: started {runs} runs (batch {batch}) on {workers} workers")
     kills = flushes = 0
-    next_kill = started + kill_every
-    next_flush = started + flush_every if flush_every else None
-    next_report = started + 5
-    remaining = runs
+    started = time.monotonic()
     try:
+        pool.start(workers)
+        run_ids = [start_run("order_fulfilment", demo_order(batch, i, pack_seconds),
+                             idempotency_key=f"chaos-{batch}-{i}")[0].pk for i in range(runs)]
+        say(f"chaos: started {runs} runs (batch {batch}) on {workers} workers")
+        next_kill = started + kill_every
+        next_flush = started + flush_every if flush_every else None
+        next_report = started + 5
+        remaining = runs
         while remaining and time.monotonic() - started < timeout:
             now = time.monotonic()
             if now >= next_kill:

@@ -105,7 +105,11 @@ def database_config(url: str | None) -> dict:
 DATABASES = {"default": database_config(os.environ.get("DATABASE_URL"))}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
-REDIS_URL = os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0")
+# Unset: the Redis that `make run` started under var/ if it is up, else a local server.
+LOCAL_REDIS_SOCKET = VAR_DIR / "redis" / "redis.sock"
+REDIS_URL = os.environ.get("REDIS_URL") or (
+    f"unix://{LOCAL_REDIS_SOCKET}?db=0" if LOCAL_REDIS_SOCKET.exists() else "redis://127.0.0.1:6379/0"
+)
 RQ_QUEUES = {
     name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": -1}
     for name in os.environ.get("RATCHET_QUEUES", "default,slow").split(",")

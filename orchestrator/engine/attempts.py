@@ -54,16 +54,17 @@ def new_attempt(
         attempt.claimed_at = now
         attempt.lease_expires_at = now + timedelta(seconds=lease)
         attempt.timeout_at = now + timedelta(seconds=timeout or step_timeout(None))
-    else:
+    elif not_before is None:
         attempt.dispatched_at = now
         attempt.dispatch_count = 1
+    # else: a timer or a backoff; the sweeper dispatches it when it is due.
     attempt.save()
     log.add(EventKind.STEP_SCHEDULED, attempt, sequence=sequence, attempt_number=attempt_no,
             delay_seconds=round(delay, 3), inline=inline)
     if inline:
         log.add(EventKind.STEP_CLAIMED, attempt, worker=claimant.worker, inline=True)
-    else:
-        dispatch_on_commit(attempt.pk, queue, not_before)
+    elif not_before is None:
+        dispatch_on_commit(attempt.pk, queue)
     return attempt
 
 

@@ -8,12 +8,10 @@ finds its attempt already claimed.
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
 from functools import cache
 
 from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 from redis import Redis
 from rq import Queue
 from rq.job import Job, JobStatus
@@ -21,7 +19,7 @@ from rq.job import Job, JobStatus
 logger = logging.getLogger("ratchet.dispatch")
 
 JOB_FUNCTION = "orchestrator.engine.executor.run_attempt"
-WAITING_JOB_STATUSES = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.DEFERRED}
+WAITING_JOB_STATUSES = {JobStatus.QUEUED, JobStatus.DEFERRED}
 
 
 def job_id(attempt_id: int) -> str:
@@ -41,27 +39,28 @@ def queue(name: str) -> Queue:
     return Queue(name, connection=redis_connection())
 
 
-def enqueue_attempt(attempt_id: int, queue_name: str, not_before: datetime | None = None) -> None:
-    """Put one attempt's job on its queue now, or at ``not_before`` through RQ's scheduler."""
-    q = queue(queue_name)
-    options = {"job_id": job_id(attempt_id), "job_timeout": -1, "result_ttl": 0, "failure_ttl": 24 * 3600}
-    if not_before is not None and not_before > timezone.now() + timedelta(milliseconds=50):
-        q.enqueue_at(not_before, JOB_FUNCTION, attempt_id, **options)
-    else:
-        q.enqueue(JOB_FUNCTION, attempt_id, **options)
+def enqueue_attempt(attempt_id: int, queue_name: str) -> None:
+    """Put one due attempt's job on its queue.
+
+    Timers and backoffs never wait in RQ's scheduler: the database holds them (``not_before``)
+    and the sweeper dispatches them when due, so no single scheduler process can strand them.
+    """
+    queue(queue_name).enqueue(
+        JOB_FUNCTION, attempt_id, job_id=job_id(attempt_id), job_timeout=-1, result_ttl=0, failure_ttl=24 * 3600
+    )
 
 
-def _enqueue_quietly(attempt_id: int, queue_name: str, not_before: datetime | None) -> None:
+def _enqueue_quietly(attempt_id: int, queue_name: str) -> None:
     try:
-        enqueue_attempt(attempt_id, queue_name, not_before)
+        enqueue_attempt(attempt_id, queue_name)
     except Exception:
         # Durable already: the sweeper dispatches it again once Redis answers.
         logger.warning("enqueue of attempt %s failed; the sweeper will retry", attempt_id, exc_info=True)
 
 
-def dispatch_on_commit(attempt_id: int, queue_name: str, not_before: datetime | None = None) -> None:
+def dispatch_on_commit(attempt_id: int, queue_name: str) -> None:
     """Enqueue after the current transaction commits (never inside it)."""
-    transaction.on_commit(lambda: _enqueue_quietly(attempt_id, queue_name, not_before))
+    transaction.on_commit(lambda: _enqueue_quietly(attempt_id, queue_name))
 
 
 def job_is_waiting(attempt_id: int) -> bool:

@@ -85,8 +85,7 @@ def run_attempt(attempt_id: int) -> None:
     worker = worker_name()
     claim = with_db_retry(lambda: claim_attempt(attempt_id, worker))
     if claim is None:
-        _requeue_if_early(attempt_id)
-        return
+        return  # claimed already (a second delivery), finished, or not due: nothing to do
     keeper = LeaseKeeper()
     try:
         chain = ratchet_setting("INLINE_CHAIN_LIMIT")
@@ -97,16 +96,6 @@ def run_attempt(attempt_id: int) -> None:
             claim = execute(claim, claimant, keeper.lost)
     finally:
         keeper.stop()
-
-
-def _requeue_if_early(attempt_id: int) -> None:
-    """A job that arrived before its attempt's time (a timer, a backoff) goes back to wait."""
-    from ..models import AttemptStatus, StepAttempt
-    from .dispatch import enqueue_attempt
-
-    attempt = StepAttempt.objects.filter(pk=attempt_id, status=AttemptStatus.SCHEDULED).first()
-    if attempt is not None and attempt.not_before is not None:
-        enqueue_attempt(attempt.pk, attempt.queue, attempt.not_before)
 
 
 def ensure_json(output: Any) -> None:

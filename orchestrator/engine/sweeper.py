@@ -1,9 +1,9 @@
 """The recovery sweeper: workers run it on a schedule; running it twice at once is harmless.
 
-It resumes attempts whose worker died (lease expired), times out attempts whose worker did
-not stop them, dispatches again what was scheduled but whose job is gone (Redis flushed),
-and fails runs past their deadline. Every action goes through the same compare-and-set
-transitions as normal execution.
+It dispatches timers and backoffs that came due, resumes attempts whose worker died (lease
+expired), times out attempts whose worker did not stop them, dispatches again what was
+scheduled but whose job is gone (Redis flushed), and fails runs past their deadline. Every
+action goes through the same compare-and-set transitions as normal execution.
 """
 
 from __future__ import annotations
@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 import random
 import threading
+import time
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from django.db import close_old_connections, connection, transaction
-from django.db.models import Q
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from ..conf import ratchet_setting
@@ -32,6 +33,7 @@ TIMEOUT_GRACE_SECONDS = 2
 
 @dataclass
 class SweepReport:
+    timers: int = 0
     resumed: int = 0
     timed_out: int = 0
     redispatched: int = 0
@@ -41,9 +43,22 @@ class SweepReport:
         return any((self.resumed, self.timed_out, self.redispatched, self.runs_timed_out))
 
 
+def due_timers() -> int:
+    """Dispatch every scheduled attempt whose ``not_before`` has come (timers, backoffs)."""
+    now = timezone.now()
+    due = StepAttempt.objects.filter(status=AttemptStatus.SCHEDULED, dispatched_at__isnull=True, not_before__lte=now)
+    return sum(redispatch(pk, None, reason="due") for pk in due.values_list("pk", flat=True)[:BATCH * 5])
+
+
+def next_timer() -> datetime | None:
+    return StepAttempt.objects.filter(status=AttemptStatus.SCHEDULED, dispatched_at__isnull=True).aggregate(
+        at=Min("not_before")
+    )["at"]
+
+
 def sweep() -> SweepReport:
     now = timezone.now()
-    report = SweepReport()
+    report = SweepReport(timers=due_timers())
     expired = StepAttempt.objects.filter(status=AttemptStatus.RUNNING, lease_expires_at__lt=now)
     for attempt_id in expired.values_list("pk", flat=True)[:BATCH]:
         report.resumed += recover_lost(attempt_id, now)
@@ -82,7 +97,8 @@ def fail_past_deadline(run_id: object, now: object) -> bool:
 
 
 class SweeperThread(threading.Thread):
-    """Runs :func:`sweep` every few seconds inside a worker process."""
+    """Runs :func:`sweep` every few seconds inside a worker process, and wakes up early
+    when a timer comes due, so waits and backoffs fire on time."""
 
     def __init__(self, interval: float | None = None):
         super().__init__(name="ratchet-sweeper", daemon=True)
@@ -90,18 +106,34 @@ class SweeperThread(threading.Thread):
         self.stopping = threading.Event()
 
     def run(self) -> None:
+        last_sweep = 0.0
         try:
-            while not self.stopping.wait(self.interval * random.uniform(0.75, 1.25)):
+            while not self.stopping.is_set():
                 try:
                     close_old_connections()
-                    report = sweep()
-                    if report:
-                        logger.info("sweep: %s", report)
+                    if time.monotonic() - last_sweep >= self.interval:
+                        report = sweep()
+                        last_sweep = time.monotonic()
+                        if report:
+                            logger.info("sweep: %s", report)
+                    else:
+                        due_timers()
+                    pause = self._pause_until_next(last_sweep)
                 except Exception:
                     logger.exception("sweep failed; trying again next round")
                     connection.close()
+                    pause = self.interval
+                self.stopping.wait(pause)
         finally:
             connection.close()
+
+    def _pause_until_next(self, last_sweep: float) -> float:
+        until_sweep = self.interval * random.uniform(0.75, 1.25) - (time.monotonic() - last_sweep)
+        timer = next_timer()
+        if timer is not None:
+            until_timer = (timer - timezone.now()).total_seconds()
+            return max(min(until_sweep, until_timer), 0.01)
+        return max(until_sweep, 0.01)
 
     def stop(self) -> None:
         self.stopping.set()

@@ -32,7 +32,8 @@ COMPENSATION_RETRY = (RetryRule(errors=("*",), max_attempts=5, interval_seconds=
 
 
 def lock_run(run_id: Any) -> Run:
-    return Run.objects.select_for_update().select_related("version", "workflow").get(pk=run_id)
+    # of=self: lock the run row only, not the joined workflow and version rows every run shares.
+    return Run.objects.select_for_update(of=("self",)).select_related("version", "workflow").get(pk=run_id)
 
 
 def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
@@ -264,8 +265,9 @@ def time_out_attempt(attempt_id: int, now: Any = None) -> bool:
     return True
 
 
-def redispatch(attempt_id: int, seen_dispatched_at: Any) -> bool:
-    """Dispatch a scheduled attempt again whose job is gone. Safe on two sweepers at once."""
+def redispatch(attempt_id: int, seen_dispatched_at: Any, reason: str = "job lost") -> bool:
+    """Dispatch a scheduled attempt: a timer that came due (never dispatched yet), or one whose
+    job is gone. Compare-and-set on ``dispatched_at``, so two sweepers at once dispatch it once."""
     now = timezone.now()
     with transaction.atomic():
         attempt = StepAttempt.objects.filter(
@@ -279,7 +281,7 @@ def redispatch(attempt_id: int, seen_dispatched_at: Any) -> bool:
         if not updated:
             return False
         log = EventLog(attempt.run_id)
-        log.add(EventKind.STEP_DISPATCHED, attempt, dispatch_count=attempt.dispatch_count + 1)
+        log.add(EventKind.STEP_DISPATCHED, attempt, dispatch_count=attempt.dispatch_count + 1, reason=reason)
         log.flush()
-        dispatch_on_commit(attempt.pk, attempt.queue, attempt.not_before)
+        dispatch_on_commit(attempt.pk, attempt.queue)
     return True

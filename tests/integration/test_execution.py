@@ -11,7 +11,7 @@ from orchestrator.engine.runs import cancel_run, redrive_run, start_run
 from orchestrator.models import AttemptStatus, Effect, EffectStatus, Event, EventKind, FailureMode, RunStatus
 
 from ..conftest import wait_for
-from ..workflows import ORDER, chain, finished, reaches, task
+from ..workflows import ORDER, chain, finished, task
 
 pytestmark = [pytest.mark.engine, pytest.mark.integration]
 

@@ -23,4 +23,4 @@ class Command(BaseCommand):
         worker_class = RatchetForkingWorker if fork else RatchetWorker
         name = name or f"{socket.gethostname()}.{os.getpid()}"
         worker = worker_class([Queue(q, connection=connection) for q in queues], connection=connection, name=name)
-        worker.work(burst=burst, with_scheduler=True, logging_level=os.environ.get("RATCHET_LOG_LEVEL", "WARNING"))
+        worker.work(burst=burst, logging_level=os.environ.get("RATCHET_LOG_LEVEL", "WARNING"))

@@ -1,0 +1,57 @@
+"""Helpers of ``manage.py run_stack`` (``make run``): the demo login, ports, process groups."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+
+from django.contrib.auth import get_user_model
+
+DEMO_USER = "admin"
+DEFAULT_DEMO_PASSWORD = "ratchet-demo"
+HOST = "127.0.0.1"
+
+
+def ensure_demo_user() -> str:
+    """Create the demo superuser if missing (an existing one is kept); return how to log in."""
+    from_env = os.environ.get("RATCHET_DEMO_PASSWORD")
+    password = from_env or DEFAULT_DEMO_PASSWORD
+    shown = "(the password in RATCHET_DEMO_PASSWORD)" if from_env else password
+    users = get_user_model().objects
+    user = users.filter(username=DEMO_USER).first()
+    if user is None:
+        users.create_superuser(DEMO_USER, email="", password=password)
+        return f"{DEMO_USER} / {shown} (demo superuser, created)"
+    if user.check_password(password):
+        return f"{DEMO_USER} / {shown}"
+    return f"{DEMO_USER} (existing user kept, its password differs; `manage.py changepassword {DEMO_USER}`)"
+
+
+def port_is_free(port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as runserver does
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def answers(port: int) -> bool:
+    try:
+        socket.create_connection((HOST, port), timeout=0.2).close()
+        return True
+    except OSError:
+        return False
+
+
+def terminate(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """SIGTERM, then SIGKILL if the process has not exited after ``timeout`` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
