@@ -17,9 +17,19 @@ from .eventlog import EventLog
 
 
 def step_timeout(state: State | None) -> float:
+    """The hard limit on one attempt of ``state``, in seconds."""
     if state is not None and state.timeout_seconds:
         return float(state.timeout_seconds)
     return ratchet_setting("DEFAULT_STEP_TIMEOUT_SECONDS")
+
+
+def first_deadline(state: State | None) -> float:
+    """Seconds from claim to the attempt's first deadline: its timeout, or sooner its first
+    heartbeat when the state asks for heartbeats (each heartbeat moves it forward)."""
+    timeout = step_timeout(state)
+    if state is not None and state.heartbeat_seconds:
+        return min(timeout, float(state.heartbeat_seconds))
+    return timeout
 
 
 def new_attempt(
@@ -36,7 +46,7 @@ def new_attempt(
     effect_id: int | None = None,
     resumed_from: StepAttempt | None = None,
     claimant: Claimant | None = None,
-    timeout: float | None = None,
+    state: State | None = None,
 ) -> StepAttempt:
     """Create an attempt: scheduled and dispatched on commit, or claimed by ``claimant`` now."""
     now = timezone.now()
@@ -53,7 +63,7 @@ def new_attempt(
         attempt.worker = claimant.worker
         attempt.claimed_at = now
         attempt.lease_expires_at = now + timedelta(seconds=lease)
-        attempt.timeout_at = now + timedelta(seconds=timeout or step_timeout(None))
+        attempt.timeout_at = now + timedelta(seconds=first_deadline(state))
     elif not_before is None:
         attempt.dispatched_at = now
         attempt.dispatch_count = 1

@@ -22,6 +22,7 @@ from django.db import InterfaceError, OperationalError, close_old_connections, c
 
 from ..conf import ratchet_setting
 from ..models import AttemptKind, FailureMode
+from .attempts import step_timeout
 from .claims import Claim, Claimant, Usage
 from .context import StepContext
 from .effects import resolve_compensation
@@ -116,7 +117,7 @@ def execute(claim: Claim, claimant: Claimant | None, lost: threading.Event) -> C
     ctx = StepContext(claim, lost)
     try:
         fn = get_handler(state.handler)
-        deadline = (attempt.timeout_at - attempt.claimed_at).total_seconds()
+        deadline = step_timeout(state)  # heartbeat deadlines are the sweeper's to enforce
         with step_deadline(deadline):
             output = fn(ctx)
         ctx.check_cancelled()

@@ -21,7 +21,6 @@ from ..models import (
     FailureMode,
     Run,
     RunStatus,
-    StepAttempt,
     Workflow,
 )
 from .attempts import retry_attempt
@@ -169,6 +168,3 @@ def decide_effect(effect_id: int, decision: str, user: Any = None, result: Any =
         log.flush()
     return effect
 
-
-def active_attempts(run: Run) -> list[StepAttempt]:
-    return list(run.attempts.filter(status__in=(AttemptStatus.SCHEDULED, AttemptStatus.RUNNING)))

@@ -10,7 +10,7 @@ from django.db import connection
 
 from ..models import EventKind, FailureMode, Run, RunStatus, StepAttempt
 from . import guards
-from .attempts import new_attempt, step_timeout
+from .attempts import new_attempt
 from .claims import Claimant
 from .definition import Definition, State
 from .eventlog import EventLog
@@ -66,7 +66,7 @@ def enter_state(
                                delay=max(seconds, 0.0), claimant=claimant)
         task_input = guards.get_path(run.context, state.input_path or "input")
         return new_attempt(run, log, state_name=name, sequence=run.steps_used, queue=state.queue,
-                           input=task_input, claimant=claimant, timeout=step_timeout(state))
+                           input=task_input, claimant=claimant, state=state)
     raise RuntimeError(f"more than {MAX_PASS_THROUGH} choice states in a row; the definition loops")
 
 

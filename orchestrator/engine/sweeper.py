@@ -20,7 +20,7 @@ from django.db.models import Min, Q
 from django.utils import timezone
 
 from ..conf import ratchet_setting
-from ..models import AttemptStatus, EventKind, FailureMode, Run, RunStatus, StepAttempt
+from ..models import AttemptStatus, FailureMode, Run, RunStatus, StepAttempt
 from .dispatch import job_is_waiting
 from .eventlog import EventLog
 from .runstate import fail_run, save_run
@@ -88,7 +88,6 @@ def fail_past_deadline(run_id: object, now: object) -> bool:
         if run.status != RunStatus.RUNNING or run.deadline_at is None or run.deadline_at >= now:
             return False
         log = EventLog(run)
-        log.add(EventKind.STEP_TIMED_OUT, reason="run deadline")
         error = {"type": "Timeout", "types": ["Timeout"], "message": "the run ran past its deadline"}
         fail_run(run, log, error, FailureMode.TIMEOUT)
         save_run(run)

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from ..conf import ratchet_setting
 from ..models import AttemptKind, AttemptStatus, Effect, EventKind, FailureMode, Run, RunStatus, StepAttempt
-from .attempts import retry_attempt, step_timeout
+from .attempts import first_deadline, retry_attempt
 from .claims import Claim, Claimant, Usage
 from .definition import definition_for_version
 from .dispatch import dispatch_on_commit
@@ -52,7 +52,7 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
         fields = {
             "status": AttemptStatus.RUNNING, "claim_token": token, "worker": worker, "claimed_at": now,
             "lease_expires_at": now + timedelta(seconds=lease),
-            "timeout_at": now + timedelta(seconds=_first_deadline(state)),
+            "timeout_at": now + timedelta(seconds=first_deadline(state)),
         }
         claimed = StepAttempt.objects.filter(pk=attempt_id, status=AttemptStatus.SCHEDULED).update(**fields)
         if not claimed:
@@ -64,13 +64,6 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
                 queue_wait_ms=round((now - attempt.scheduled_at).total_seconds() * 1000, 1))
         log.flush()
     return Claim(attempt=attempt, run=attempt.run, definition=definition, token=token, worker=worker)
-
-
-def _first_deadline(state: Any) -> float:
-    timeout = step_timeout(state)
-    if state is not None and state.heartbeat_seconds:
-        return min(timeout, float(state.heartbeat_seconds))
-    return timeout
 
 
 def _fence(claim: Claim, **changes: Any) -> bool:

@@ -14,6 +14,7 @@ from orchestrator.engine.claims import Usage
 from orchestrator.engine.errors import InvalidTransition
 from orchestrator.engine.executor import run_attempt
 from orchestrator.engine.runs import cancel_run, decide_effect, redrive_run, start_run
+from orchestrator.engine.sweeper import sweep
 from orchestrator.engine.transitions import claim_attempt, complete_attempt, recover_lost
 from orchestrator.models import (
     AttemptStatus,
@@ -232,3 +233,14 @@ def test_deciding_twice_is_refused():
         decide_effect(effect.pk, "retry")
     with pytest.raises(ValueError, match="decision must be one of"):
         decide_effect(effect.pk, "maybe")
+
+
+def test_a_run_past_its_deadline_fails_as_timeout():
+    chain("deadline", ("a", task("demo.noop")), timeout_seconds=60)
+    run, _ = start_run("deadline")
+    assert run.deadline_at is not None
+    Run.objects.filter(pk=run.pk).update(deadline_at=timezone.now() - timedelta(seconds=1))
+    assert sweep().runs_timed_out == 1
+    run.refresh_from_db()
+    assert run.status == RunStatus.FAILED and run.failure_mode == FailureMode.TIMEOUT
+    assert run.attempts.get().status == AttemptStatus.CANCELLED

@@ -128,3 +128,21 @@ def test_failed_run_compensates_confirmed_effects_in_reverse_order(transactional
         assert sink.deliveries(f"{effect.idempotency_key}-undo", sink_path) == 1
     kinds = list(Event.objects.filter(run=run).values_list("kind", flat=True))
     assert kinds.index(EventKind.COMPENSATION_STARTED) < kinds.index(EventKind.RUN_FAILED)
+
+
+def test_a_step_that_heartbeats_may_run_longer_than_its_heartbeat_interval(transactional_db, workers):
+    chain("beating", ("work", task("test.counted_sleep", args={"seconds": 3, "heartbeat": True},
+                                   heartbeat_seconds=1, timeout_seconds=30)))
+    workers(1)
+    run = finished(start_run("beating")[0])
+    assert run.status == RunStatus.SUCCEEDED
+    assert run.attempts.get().progress is not None
+
+
+def test_a_step_that_stops_heartbeating_times_out(transactional_db, workers):
+    chain("silent", ("work", task("test.counted_sleep", args={"seconds": 6}, heartbeat_seconds=1,
+                                  timeout_seconds=30)))
+    workers(1)
+    run = finished(start_run("silent")[0], timeout=20)
+    assert run.status == RunStatus.FAILED and run.failure_mode == FailureMode.TIMEOUT
+    assert run.attempts.get().status == AttemptStatus.TIMED_OUT
