@@ -27,16 +27,21 @@ class ReadOnlyAdmin(admin.ModelAdmin):
         return False
 
 
-class VersionInline(admin.TabularInline):
-    model = WorkflowVersion
-    fields = ["number", "content_hash", "created_at", "created_by"]
-    readonly_fields = fields
+class ReadOnlyInline(admin.TabularInline):
     extra = 0
     can_delete = False
     show_change_link = True
 
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        return list(self.fields or [])
+
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
+
+
+class VersionInline(ReadOnlyInline):
+    model = WorkflowVersion
+    fields = ["number", "content_hash", "created_at", "created_by"]
 
 
 @admin.register(Workflow)
@@ -52,17 +57,10 @@ class WorkflowVersionAdmin(ReadOnlyAdmin):
     list_filter = ["workflow"]
 
 
-class AttemptInline(admin.TabularInline):
+class AttemptInline(ReadOnlyInline):
     model = StepAttempt
     fields = ["state_name", "kind", "sequence", "attempt", "status", "worker", "claimed_at", "finished_at",
               "error"]
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
-        return False
 
 
 @admin.register(Run)

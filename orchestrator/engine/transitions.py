@@ -36,6 +36,20 @@ def lock_run(run_id: Any) -> Run:
     return Run.objects.select_for_update(of=("self",)).select_related("version", "workflow").get(pk=run_id)
 
 
+def lock_run_of(attempt_id: int) -> Run | None:
+    """Lock the run an attempt belongs to (the run row first, always), or None if it is gone."""
+    run_id = StepAttempt.objects.filter(pk=attempt_id).values_list("run_id", flat=True).first()
+    return lock_run(run_id) if run_id is not None else None
+
+
+def visit_attempts(run: Run, attempt: StepAttempt, *statuses: str) -> int:
+    """How many attempts of this visit (same state, sequence, kind and effect) have these statuses."""
+    return StepAttempt.objects.filter(
+        run=run, kind=attempt.kind, sequence=attempt.sequence, state_name=attempt.state_name,
+        effect_id=attempt.effect_id, status__in=statuses,
+    ).count()
+
+
 def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
     """Compare-and-set scheduled -> running with a lease. None: not ours to run (yet)."""
     now = timezone.now()
@@ -159,10 +173,7 @@ def handle_failure(run: Run, attempt: StepAttempt, error: dict[str, Any], failur
     definition = definition_for_version(run.version)
     is_compensation = attempt.kind == AttemptKind.COMPENSATION
     rules = COMPENSATION_RETRY if is_compensation else definition.state(attempt.state_name).retry
-    failures = StepAttempt.objects.filter(
-        run=run, kind=attempt.kind, sequence=attempt.sequence, state_name=attempt.state_name,
-        effect_id=attempt.effect_id, status__in=FAILED_STATUSES,
-    ).count()
+    failures = visit_attempts(run, attempt, *FAILED_STATUSES)
     delay = next_retry_delay(rules, error, failures)
     if delay is not None and run.status in (RunStatus.RUNNING, RunStatus.COMPENSATING):
         log.add(EventKind.STEP_RETRIED, attempt, delay_seconds=round(delay, 3), failures=failures)
@@ -207,10 +218,9 @@ def recover_lost(attempt_id: int, now: Any = None) -> bool:
     """A running attempt whose lease expired: mark it lost and resume the step elsewhere."""
     now = now or timezone.now()
     with transaction.atomic():
-        attempt = StepAttempt.objects.filter(pk=attempt_id).only("run_id").first()
-        if attempt is None:
+        run = lock_run_of(attempt_id)
+        if run is None:
             return False
-        run = lock_run(attempt.run_id)
         log = EventLog(run)
         expired = StepAttempt.objects.filter(
             pk=attempt_id, status=AttemptStatus.RUNNING, lease_expires_at__lt=now
@@ -219,10 +229,7 @@ def recover_lost(attempt_id: int, now: Any = None) -> bool:
             return False
         attempt = StepAttempt.objects.get(pk=attempt_id)
         log.add(EventKind.STEP_LOST, attempt, worker=attempt.worker)
-        lost = StepAttempt.objects.filter(
-            run=run, kind=attempt.kind, sequence=attempt.sequence, state_name=attempt.state_name,
-            effect_id=attempt.effect_id, status=AttemptStatus.LOST,
-        ).count()
+        lost = visit_attempts(run, attempt, AttemptStatus.LOST)
         if lost > ratchet_setting("MAX_RESUMES_PER_STEP"):
             error = {"type": "Lost", "types": ["Lost"],
                      "message": f"the step's worker was lost {lost} times; giving up"}
@@ -240,10 +247,9 @@ def time_out_attempt(attempt_id: int, now: Any = None) -> bool:
     """A running attempt past its timeout (or heartbeat timeout) whose worker did not stop it."""
     now = now or timezone.now()
     with transaction.atomic():
-        attempt = StepAttempt.objects.filter(pk=attempt_id).only("run_id").first()
-        if attempt is None:
+        run = lock_run_of(attempt_id)
+        if run is None:
             return False
-        run = lock_run(attempt.run_id)
         log = EventLog(run)
         error = {"type": "Timeout", "types": ["Timeout"], "message": "the step ran past its timeout"}
         if not StepAttempt.objects.filter(pk=attempt_id, status=AttemptStatus.RUNNING, timeout_at__lt=now).update(
