@@ -12,14 +12,15 @@ from functools import cache
 
 from django.conf import settings
 from django.db import transaction
-from redis import Redis
+from redis import Redis, RedisError
 from rq import Queue
 from rq.job import Job, JobStatus
 
 logger = logging.getLogger("ratchet.dispatch")
 
 JOB_FUNCTION = "orchestrator.engine.executor.run_attempt"
-WAITING_JOB_STATUSES = {JobStatus.QUEUED, JobStatus.DEFERRED}
+WAITING = {JobStatus.QUEUED.value, JobStatus.DEFERRED.value}
+SWEEP_KEY = "ratchet:sweep-turn"
 
 
 def job_id(attempt_id: int) -> str:
@@ -63,10 +64,29 @@ def dispatch_on_commit(attempt_id: int, queue_name: str) -> None:
     transaction.on_commit(lambda: _enqueue_quietly(attempt_id, queue_name))
 
 
-def job_is_waiting(attempt_id: int) -> bool:
-    """True when RQ still holds a job for this attempt that a worker will pick up."""
+def waiting_jobs(attempt_ids: list[int]) -> set[int]:
+    """The attempts among these whose RQ job is still waiting for a worker (one round trip).
+
+    When Redis cannot answer, every job counts as waiting: dispatching into a Redis that is
+    down would only fail again, and the next sweep asks anew.
+    """
+    if not attempt_ids:
+        return set()
     try:
-        status = Job.fetch(job_id(attempt_id), connection=redis_connection()).get_status(refresh=False)
-    except Exception:
-        return False
-    return status in WAITING_JOB_STATUSES
+        pipe = redis_connection().pipeline(transaction=False)
+        for attempt_id in attempt_ids:
+            pipe.hget(Job.key_for(job_id(attempt_id)), "status")
+        statuses = pipe.execute()
+    except RedisError:
+        logger.warning("Redis did not answer; not redispatching this round", exc_info=True)
+        return set(attempt_ids)
+    return {a for a, status in zip(attempt_ids, statuses, strict=True) if status and status.decode() in WAITING}
+
+
+def take_sweep_turn(holder: str, seconds: float) -> bool:
+    """One worker sweeps per interval: whoever sets the key first. Without Redis, everyone does
+    (sweeping twice is harmless, only wasteful)."""
+    try:
+        return bool(redis_connection().set(SWEEP_KEY, holder, nx=True, px=max(int(seconds * 1000), 1)))
+    except RedisError:
+        return True

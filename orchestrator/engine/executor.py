@@ -27,7 +27,7 @@ from .claims import Claim, Claimant, Usage
 from .context import StepContext
 from .effects import resolve_compensation
 from .errors import Cancelled, EffectUncertain, NotSerializable, StepTimeout, error_payload
-from .lease import LeaseKeeper
+from .lease import lease_keeper
 from .registry import get_handler
 from .transitions import claim_attempt, complete_attempt, fail_attempt, pause_for_effect
 
@@ -87,16 +87,16 @@ def run_attempt(attempt_id: int) -> None:
     claim = with_db_retry(lambda: claim_attempt(attempt_id, worker))
     if claim is None:
         return  # claimed already (a second delivery), finished, or not due: nothing to do
-    keeper = LeaseKeeper()
+    keeper = lease_keeper()
     try:
         chain = ratchet_setting("INLINE_CHAIN_LIMIT")
         while claim is not None:
             chain -= 1
             claimant = Claimant(worker=worker, queue=claim.attempt.queue, chain_left=chain)
-            keeper.hold(claim)
-            claim = execute(claim, claimant, keeper.lost)
+            lost = keeper.hold(claim)
+            claim = execute(claim, claimant, lost)
     finally:
-        keeper.stop()
+        keeper.hold(None)
 
 
 def ensure_json(output: Any) -> None:

@@ -3,12 +3,17 @@
 The lease says "this worker process is alive". A SIGKILLed worker stops renewing, its lease
 expires, and the sweeper resumes the step elsewhere. Hung handlers are a different matter:
 step timeouts and heartbeat timeouts catch those.
+
+One keeper thread (with its own database connection) serves the whole worker process; the
+executor points it at the claim it is running. A new claim already carries a full lease, so
+pointing it there writes nothing.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from datetime import timedelta
 
 from django.db import connection
@@ -23,39 +28,37 @@ logger = logging.getLogger("ratchet.lease")
 
 class LeaseKeeper:
     def __init__(self) -> None:
-        self.lost = threading.Event()
         self._claim: Claim | None = None
-        self._wake = threading.Condition()
-        self._stopped = False
+        self._lost = threading.Event()
+        self._since = 0.0
+        self._changed = threading.Condition()
         self._thread = threading.Thread(target=self._loop, name="ratchet-lease", daemon=True)
         self._thread.start()
 
-    def hold(self, claim: Claim | None) -> None:
-        """Keep renewing this claim's lease (None: hold nothing)."""
-        with self._wake:
+    def hold(self, claim: Claim | None) -> threading.Event:
+        """Keep renewing this claim's lease (None: hold nothing). Returns the claim's "lost"
+        flag, set when a renewal finds the attempt no longer this worker's."""
+        with self._changed:
             self._claim = claim
-            self.lost = threading.Event()
-            self._wake.notify()
-
-    def stop(self) -> None:
-        with self._wake:
-            self._stopped = True
-            self._wake.notify()
-        self._thread.join(timeout=5)
+            self._lost = threading.Event()
+            self._since = time.monotonic()
+            self._changed.notify()
+            return self._lost
 
     def _loop(self) -> None:
-        try:
-            while True:
-                lease = ratchet_setting("LEASE_SECONDS")
-                with self._wake:
-                    self._wake.wait(timeout=lease / 3)
-                    if self._stopped:
-                        return
-                    claim, lost = self._claim, self.lost
-                if claim is not None:
-                    self._renew(claim, lost, lease)
-        finally:
-            connection.close()
+        while True:
+            period = ratchet_setting("LEASE_SECONDS") / 3
+            with self._changed:
+                while self._claim is None:
+                    self._changed.wait()
+                claim, lost, since = self._claim, self._lost, self._since
+                due = since + period
+                if time.monotonic() < due:
+                    # Woken early by a new claim (or none): wait out the rest of the period.
+                    self._changed.wait(timeout=due - time.monotonic())
+                    continue
+                self._since = time.monotonic()
+            self._renew(claim, lost, period * 3)
 
     def _renew(self, claim: Claim, lost: threading.Event, lease: float) -> None:
         try:
@@ -68,3 +71,16 @@ class LeaseKeeper:
             return
         if not renewed:
             lost.set()
+
+
+_keeper: LeaseKeeper | None = None
+_keeper_lock = threading.Lock()
+
+
+def lease_keeper() -> LeaseKeeper:
+    """This process's keeper, started on first use (after a fork too: threads do not survive it)."""
+    global _keeper
+    with _keeper_lock:
+        if _keeper is None or not _keeper._thread.is_alive():
+            _keeper = LeaseKeeper()
+        return _keeper

@@ -9,6 +9,7 @@ action goes through the same compare-and-set transitions as normal execution.
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -21,7 +22,7 @@ from django.utils import timezone
 
 from ..conf import ratchet_setting
 from ..models import AttemptStatus, FailureMode, Run, RunStatus, StepAttempt
-from .dispatch import job_is_waiting
+from .dispatch import take_sweep_turn, waiting_jobs
 from .eventlog import EventLog
 from .runstate import fail_run, save_run
 from .transitions import lock_run, recover_lost, redispatch, time_out_attempt
@@ -73,8 +74,10 @@ def sweep() -> SweepReport:
         status=AttemptStatus.SCHEDULED,
         dispatched_at__lt=now - grace,
     ).order_by("dispatched_at")
-    for attempt_id, dispatched_at in stale.values_list("pk", "dispatched_at")[: BATCH * 5]:
-        if not job_is_waiting(attempt_id):
+    candidates = dict(stale.values_list("pk", "dispatched_at")[: BATCH * 5])
+    waiting = waiting_jobs(list(candidates))
+    for attempt_id, dispatched_at in candidates.items():
+        if attempt_id not in waiting:
             report.redispatched += redispatch(attempt_id, dispatched_at)
     late = Run.objects.filter(status=RunStatus.RUNNING, deadline_at__lt=now)
     for run_id in late.values_list("pk", flat=True)[:BATCH]:
@@ -100,7 +103,7 @@ class SweeperThread(threading.Thread):
     when a timer comes due, so waits and backoffs fire on time."""
 
     def __init__(self, interval: float | None = None):
-        super().__init__(name="ratchet-sweeper", daemon=True)
+        super().__init__(name=f"ratchet-sweeper-{os.getpid()}", daemon=True)
         self.interval = interval or ratchet_setting("SWEEP_INTERVAL_SECONDS")
         self.stopping = threading.Event()
 
@@ -111,10 +114,13 @@ class SweeperThread(threading.Thread):
                 try:
                     close_old_connections()
                     if time.monotonic() - last_sweep >= self.interval:
-                        report = sweep()
                         last_sweep = time.monotonic()
-                        if report:
-                            logger.info("sweep: %s", report)
+                        if take_sweep_turn(self.name, self.interval * 0.75):
+                            report = sweep()
+                            if report:
+                                logger.info("sweep: %s", report)
+                        else:
+                            due_timers()
                     else:
                         due_timers()
                     pause = self._pause_until_next(last_sweep)

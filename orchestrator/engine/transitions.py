@@ -32,8 +32,9 @@ COMPENSATION_RETRY = (RetryRule(errors=("*",), max_attempts=5, interval_seconds=
 
 
 def lock_run(run_id: Any) -> Run:
-    # of=self: lock the run row only, not the joined workflow and version rows every run shares.
-    return Run.objects.select_for_update(of=("self",)).select_related("version", "workflow").get(pk=run_id)
+    """Lock one run's row: FOR NO KEY UPDATE, so rows that reference the run (attempts,
+    events) can still be inserted beside it, and no join, so nothing shared is locked."""
+    return Run.objects.select_for_update(no_key=True).get(pk=run_id)
 
 
 def lock_run_of(attempt_id: int) -> Run | None:

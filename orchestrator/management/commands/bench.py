@@ -1,0 +1,42 @@
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from django.core.management.base import BaseCommand, CommandError, CommandParser
+from django.test import override_settings
+
+from orchestrator.benchmark import DEFAULT_REDIS_URL, measure_bare, measure_engine, prepare_database, summary_line
+
+
+class Command(BaseCommand):
+    help = (
+        "Measure engine steps/s against bare RQ jobs/s on PostgreSQL (see orchestrator/benchmark.py). "
+        "Flushes its Redis database and deletes earlier noop_chain runs."
+    )
+
+    def add_arguments(self, parser: CommandParser) -> None:
+        parser.add_argument("--runs", type=int, default=200, help="chains of ten steps on each side")
+        parser.add_argument("--workers", type=int, default=2, help="worker processes on each side")
+        parser.add_argument(
+            "--redis-url", default=os.environ.get("RATCHET_BENCH_REDIS_URL", DEFAULT_REDIS_URL),
+            help="Redis database to use; it is FLUSHED (default: $RATCHET_BENCH_REDIS_URL or db 3)",
+        )
+
+    def handle(self, *args: Any, runs: int, workers: int, redis_url: str, **options: Any) -> None:
+        if runs < 1 or workers < 1:
+            raise CommandError("--runs and --workers must be at least 1")
+        try:
+            prepare_database(self.progress)
+            with override_settings(REDIS_URL=redis_url):
+                engine = measure_engine(runs, workers, redis_url, self.progress)
+            self.progress(f"engine: {engine.steps} steps in {engine.seconds:.2f}s")
+            bare = measure_bare(runs, workers, redis_url, self.progress)
+            self.progress(f"bare: {bare.jobs} jobs in {bare.seconds:.2f}s")
+        except RuntimeError as exc:
+            raise CommandError(str(exc)) from exc
+        self.stdout.write(summary_line(engine, bare))
+
+    def progress(self, line: str) -> None:
+        self.stdout.write(line)
+        self.stdout.flush()
