@@ -10,7 +10,7 @@ import pytest
 
 from orchestrator.processes import MANAGE
 
-pytestmark = [pytest.mark.integration, pytest.mark.chaos]
+pytestmark = [pytest.mark.engine, pytest.mark.integration, pytest.mark.chaos]
 
 
 def test_chaos_ends_with_every_run_succeeded_and_no_duplicate_effect(worker_env):
