@@ -33,6 +33,9 @@ from .transitions import claim_attempt, complete_attempt, fail_attempt, pause_fo
 
 logger = logging.getLogger("ratchet.executor")
 T = TypeVar("T")
+# Set by the worker on a warm shutdown (SIGTERM): finish the current step, then hand the
+# run's next step to RQ instead of running it here, so a deploy never waits out a long run.
+WARM_SHUTDOWN = threading.Event()
 DB_RETRY_SECONDS = (0.2, 0.5, 1, 2, 4, 8, 15)
 
 
@@ -99,6 +102,11 @@ def run_attempt(attempt_id: int) -> None:
         keeper.hold(None)
 
 
+def _unless_stopping(claimant: Claimant | None) -> Claimant | None:
+    """Asked to stop while the step ran: the run's next step goes through RQ, not this worker."""
+    return None if WARM_SHUTDOWN.is_set() else claimant
+
+
 def ensure_json(output: Any) -> None:
     try:
         json.dumps(output)
@@ -113,7 +121,7 @@ def execute(claim: Claim, claimant: Claimant | None, lost: threading.Event) -> C
         return _execute_compensation(claim, lost)
     state = claim.state
     if state.type == "wait":
-        return with_db_retry(lambda: complete_attempt(claim, None, Usage(), claimant))
+        return with_db_retry(lambda: complete_attempt(claim, None, Usage(), _unless_stopping(claimant)))
     ctx = StepContext(claim, lost)
     try:
         fn = get_handler(state.handler)
@@ -138,7 +146,7 @@ def execute(claim: Claim, claimant: Claimant | None, lost: threading.Event) -> C
         payload = error_payload(exc)
         with_db_retry(lambda: fail_attempt(claim, payload, FailureMode.HANDLER_ERROR, ctx.usage_total))
         return None
-    return with_db_retry(lambda: complete_attempt(claim, output, ctx.usage_total, claimant))
+    return with_db_retry(lambda: complete_attempt(claim, output, ctx.usage_total, _unless_stopping(claimant)))
 
 
 def _execute_compensation(claim: Claim, lost: threading.Event) -> None:

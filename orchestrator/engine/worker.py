@@ -6,11 +6,17 @@ from typing import Any
 
 from rq.worker import SimpleWorker, Worker
 
+from .executor import WARM_SHUTDOWN
 from .sweeper import SweeperThread
 
 
 class SweepingMixin:
-    """Starts the sweeper thread beside the work loop, so no separate daemon is needed."""
+    """Starts the sweeper thread beside the work loop, so no separate daemon is needed, and
+    tells the executor about a warm shutdown so it stops running a run's steps inline."""
+
+    def request_stop(self, signum: int, frame: Any) -> None:
+        WARM_SHUTDOWN.set()
+        super().request_stop(signum, frame)  # type: ignore[misc]
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
         sweeper = SweeperThread()

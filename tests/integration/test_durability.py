@@ -132,7 +132,7 @@ def expire_leases(count: int) -> list[int]:
     return ids
 
 
-def test_recovery_on_two_workers_at_once_resumes_each_attempt_once(transactional_db, worker_env, sink_path):
+def test_recovery_on_two_workers_at_once_resumes_each_attempt_once(transactional_db, worker_env, workers, sink_path):
     lost_ids = expire_leases(20)
     env = {**worker_env}
     sweepers = [subprocess.Popen([sys.executable, MANAGE, "sweep"], env={**__import__("os").environ, **env},
@@ -146,6 +146,11 @@ def test_recovery_on_two_workers_at_once_resumes_each_attempt_once(transactional
         assert attempt.status == AttemptStatus.LOST
         assert StepAttempt.objects.filter(resumed_from_id=attempt_id).count() == 1
     assert Event.objects.filter(kind=EventKind.STEP_RESUMED).count() == 20
+    workers(2)
+    for attempt_id in lost_ids:
+        run = finished(StepAttempt.objects.get(pk=attempt_id).run, timeout=40)
+        assert run.status == RunStatus.SUCCEEDED
+        assert sink.requests(f"exec-{run.pk}-work", sink_path) == 1  # no attempt ran twice
 
 
 def test_concurrent_sweeps_in_threads_never_double_resume(transactional_db, redis_conn, fast_engine):

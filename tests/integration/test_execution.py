@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import pytest
@@ -146,3 +147,22 @@ def test_a_step_that_stops_heartbeating_times_out(transactional_db, workers):
     run = finished(start_run("silent")[0], timeout=20)
     assert run.status == RunStatus.FAILED and run.failure_mode == FailureMode.TIMEOUT
     assert run.attempts.get().status == AttemptStatus.TIMED_OUT
+
+
+def test_a_worker_asked_to_stop_finishes_its_step_and_hands_on_the_rest(transactional_db, workers, sink_path):
+    chain("handover", ("one", task("test.counted_sleep", args={"seconds": 1.5})),
+          ("two", task("test.counted_sleep")), ("three", task("test.counted_sleep")))
+    pool = workers(1)
+    run, _ = start_run("handover")
+    wait_for(lambda: run.attempts.filter(state_name="one", status=AttemptStatus.RUNNING).exists(),
+             what="the first step to start")
+    worker = pool.processes[0]
+    worker.send_signal(signal.SIGTERM)
+    assert worker.wait(timeout=15) == 0
+    assert run.attempts.get(state_name="one").status == AttemptStatus.SUCCEEDED
+    assert run.attempts.get(state_name="two").status == AttemptStatus.SCHEDULED  # handed to RQ
+    workers(1)
+    run = finished(run)
+    assert run.status == RunStatus.SUCCEEDED and run.resume_count == 0
+    for state in ("one", "two", "three"):
+        assert sink.requests(f"exec-{run.pk}-{state}", sink_path) == 1
