@@ -24,6 +24,7 @@ from .attempts import step_timeout
 from .claims import Claim, Usage
 from .effects import perform_effect
 from .errors import Cancelled
+from .reconnect import with_db_retry
 
 
 class StepContext:
@@ -71,9 +72,9 @@ class StepContext:
         if beat:
             hard = claim.attempt.claimed_at + timedelta(seconds=step_timeout(claim.state))
             changes["timeout_at"] = min(hard, now + timedelta(seconds=beat))
-        updated = StepAttempt.objects.filter(
+        updated = with_db_retry(lambda: StepAttempt.objects.filter(
             pk=claim.attempt.pk, status=AttemptStatus.RUNNING, claim_token=claim.token
-        ).update(**changes)
+        ).update(**changes))
         if not updated:
             self._lost.set()
             raise Cancelled()

@@ -13,51 +13,32 @@ import os
 import signal
 import socket
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import Any
 
-from django.db import InterfaceError, OperationalError, close_old_connections, connection
+from django.db import close_old_connections
 
 from ..conf import ratchet_setting
-from ..models import AttemptKind, FailureMode
+from ..models import AttemptKind, AttemptStatus, Effect, FailureMode
 from .attempts import step_timeout
 from .claims import Claim, Claimant, Usage
 from .context import StepContext
 from .effects import resolve_compensation
 from .errors import Cancelled, EffectUncertain, NotSerializable, StepTimeout, error_payload
 from .lease import lease_keeper
+from .reconnect import with_db_retry
 from .registry import get_handler
 from .transitions import claim_attempt, complete_attempt, fail_attempt, pause_for_effect
 
 logger = logging.getLogger("ratchet.executor")
-T = TypeVar("T")
 # Set by the worker on a warm shutdown (SIGTERM): finish the current step, then hand the
 # run's next step to RQ instead of running it here, so a deploy never waits out a long run.
 WARM_SHUTDOWN = threading.Event()
-DB_RETRY_SECONDS = (0.2, 0.5, 1, 2, 4, 8, 15)
 
 
 def worker_name() -> str:
     return os.environ.get("RATCHET_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
-
-
-def with_db_retry(fn: Callable[[], T]) -> T:
-    """Run a transition, reconnecting if the database connection dropped under us.
-
-    Transitions are compare-and-set, so running one again after an unknown outcome is safe.
-    """
-    for pause in (*DB_RETRY_SECONDS, None):
-        try:
-            return fn()
-        except (OperationalError, InterfaceError):
-            if pause is None:
-                raise
-            logger.warning("database unavailable; reconnecting in %ss", pause, exc_info=True)
-            connection.close()
-            time.sleep(pause)
-    raise AssertionError("unreachable")
 
 
 class _Deadline(BaseException):
@@ -135,7 +116,7 @@ def execute(claim: Claim, claimant: Claimant | None, lost: threading.Event) -> C
         return None
     except _Deadline:
         error = error_payload(StepTimeout(f"step ran past its timeout of {deadline:.1f}s"), name="Timeout")
-        with_db_retry(lambda: fail_attempt(claim, error, FailureMode.TIMEOUT, ctx.usage_total, "timed_out"))
+        with_db_retry(lambda: fail_attempt(claim, error, FailureMode.TIMEOUT, ctx.usage_total, AttemptStatus.TIMED_OUT))
         return None
     except EffectUncertain as uncertain:
         payload, key = error_payload(uncertain), uncertain.key
@@ -150,8 +131,6 @@ def execute(claim: Claim, claimant: Claimant | None, lost: threading.Event) -> C
 
 
 def _execute_compensation(claim: Claim, lost: threading.Event) -> None:
-    from ..models import Effect
-
     effect = Effect.objects.get(pk=claim.attempt.effect_id)
     try:
         resolve_compensation(effect.compensate)(effect.result, effect.idempotency_key)

@@ -244,3 +244,24 @@ def test_a_run_past_its_deadline_fails_as_timeout():
     run.refresh_from_db()
     assert run.status == RunStatus.FAILED and run.failure_mode == FailureMode.TIMEOUT
     assert run.attempts.get().status == AttemptStatus.CANCELLED
+
+
+def test_an_effect_whose_function_raised_is_run_again_on_retry():
+    chain("flaky_effect", ("pay", task("test.effect_fails_first", retry=[{"max_attempts": 2,
+                                                                         "interval_seconds": 0}])))
+    run = drain(start_run("flaky_effect")[0])
+    assert run.status == RunStatus.SUCCEEDED
+    effect = Effect.objects.get(run=run)
+    assert effect.status == EffectStatus.CONFIRMED and effect.executions == 2
+    assert sink.deliveries(effect.idempotency_key) == 1
+    failed = Event.objects.get(run=run, kind=EventKind.EFFECT_FAILED)
+    assert failed.data["error"]["type"] == "ConnectionError"
+
+
+def test_an_effect_with_a_non_json_result_is_confirmed_then_fails_the_step():
+    chain("odd_effect", ("odd", task("test.effect_not_json")))
+    run = drain(start_run("odd_effect")[0])
+    assert run.status == RunStatus.FAILED and run.error["type"] == "NotSerializable"
+    effect = Effect.objects.get(run=run)
+    assert effect.status == EffectStatus.CONFIRMED  # it happened: never to be repeated
+    assert "not_json" in effect.result

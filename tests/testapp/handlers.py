@@ -76,3 +76,20 @@ def usage(ctx: StepContext) -> dict[str, Any]:
 @handler("test.not_json")
 def not_json(ctx: StepContext) -> object:
     return {"when": object()}
+
+
+@handler("test.effect_fails_first")
+def effect_fails_first(ctx: StepContext) -> dict[str, Any]:
+    """The downstream call fails on the first try (the effect did not happen), then works."""
+
+    def call(key: str) -> dict[str, Any]:
+        if ctx.attempt_number == 1:
+            raise ConnectionError("downstream refused the call")
+        return sink.deliver(key, "payment", {})
+
+    return ctx.effect("payment", call)
+
+
+@handler("test.effect_not_json")
+def effect_not_json(ctx: StepContext) -> object:
+    return ctx.effect("odd", lambda key: {"at": object()})
