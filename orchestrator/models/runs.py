@@ -157,7 +157,3 @@ class StepAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.state_name}#{self.sequence}.{self.attempt} ({self.status})"
-
-    @property
-    def job_id(self) -> str:
-        return f"ratchet-attempt-{self.pk}"
