@@ -14,6 +14,7 @@ from django.db.models import Count, Q
 
 from .demo import sink
 from .engine.dispatch import redis_connection
+from .engine.reconnect import with_db_retry
 from .engine.runs import start_run
 from .models import Effect, Run, RunStatus
 from .models.runs import TERMINAL_RUN_STATUSES
@@ -97,7 +98,9 @@ def run_chaos(
                     f"flushes={flushes}")
                 next_report = now + 5
             time.sleep(0.2)
-            remaining = Run.objects.filter(pk__in=run_ids).exclude(status__in=TERMINAL_RUN_STATUSES).count()
+            remaining = with_db_retry(
+                lambda: Run.objects.filter(pk__in=run_ids).exclude(status__in=TERMINAL_RUN_STATUSES).count()
+            )
     finally:
         pool.stop()
     return _tally(run_ids, kills, flushes, time.monotonic() - started)
