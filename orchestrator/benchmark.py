@@ -26,6 +26,8 @@ from typing import Any
 from redis import Redis
 from rq import Queue, Worker, get_current_job
 
+from .processes import WorkerPool, stop_process
+
 WORKFLOW = "noop_chain"
 CHAIN_LENGTH = 10
 BARE_QUEUE = "bench_bare"
@@ -94,18 +96,6 @@ def start_bare_workers(count: int, redis_url: str) -> list[subprocess.Popen[byte
     return [subprocess.Popen(command, cwd=BASE_DIR, start_new_session=True) for _ in range(count)]
 
 
-def stop_processes(processes: list[subprocess.Popen[bytes]], timeout: float = 10) -> None:
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    for process in processes:
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-
-
 def wait_for_workers(redis: Redis, count: int, alive: Callable[[], bool]) -> None:
     """Block until ``count`` RQ workers registered on this Redis database."""
     limit = time.monotonic() + 60
@@ -131,7 +121,8 @@ def measure_bare(runs: int, workers: int, redis_url: str, progress: Progress) ->
             queue.enqueue(bare_step, chain, 1, total, result_ttl=0)
         end = _wait_bare(redis, total, started, runs, progress)
     finally:
-        stop_processes(processes)
+        for process in processes:
+            stop_process(process)
     return BareResult(jobs=total, seconds=end - started)
 
 
@@ -184,7 +175,6 @@ def measure_engine(runs: int, workers: int, redis_url: str, progress: Progress) 
     from django.db.models import Max
 
     from .models import Run
-    from .processes import WorkerPool
 
     call_command("load_demo", verbosity=0, stdout=_Discard())
     redis = Redis.from_url(redis_url)

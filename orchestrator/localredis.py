@@ -22,6 +22,8 @@ from pathlib import Path
 from redis import Redis
 from redis.exceptions import RedisError
 
+from .processes import stop_process
+
 SOCKET_NAME = "redis.sock"
 LOG_NAME = "redis.log"
 # sockaddr_un.sun_path holds 108 bytes including the terminating NUL.
@@ -78,13 +80,7 @@ class LocalRedis:
         if self._stopped:
             return
         self._stopped = True
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process, timeout)
         self.socket_path.unlink(missing_ok=True)
 
 

@@ -1,4 +1,6 @@
-"""Worker processes started and supervised from Python (run_workers, chaos, bench, tests)."""
+"""Child processes started and supervised from Python: workers (run_workers, chaos, bench,
+tests, make run), the web server and Redis of make run. Nothing here needs Django, so the
+benchmark's bare RQ workers can import what imports this."""
 
 from __future__ import annotations
 
@@ -8,12 +10,37 @@ import subprocess
 import sys
 from pathlib import Path
 
-from django.conf import settings
+MANAGE = str(Path(__file__).resolve().parent.parent / "manage.py")
 
-MANAGE = str(Path(settings.BASE_DIR) / "manage.py")
+
+def stop_process(process: subprocess.Popen, timeout: float = 10, group: bool = False) -> None:
+    """SIGTERM, then SIGKILL if it has not exited after ``timeout`` seconds.
+
+    ``group``: signal the process group the process leads (started with start_new_session),
+    so children it forked go too.
+    """
+    if process.poll() is None:
+        _signal(process, signal.SIGTERM, group)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _signal(process, signal.SIGKILL, group)
+            process.wait()
+
+
+def _signal(process: subprocess.Popen, signum: int, group: bool) -> None:
+    try:
+        if group:
+            os.killpg(process.pid, signum)
+        else:
+            process.send_signal(signum)
+    except ProcessLookupError:
+        pass
 
 
 class WorkerPool:
+    """``manage.py run_worker`` processes, each leading its own process group."""
+
     def __init__(self, queues: list[str] | None = None, fork: bool = False, env: dict[str, str] | None = None):
         self.queues = queues or ["default", "slow"]
         self.fork = fork
@@ -43,27 +70,15 @@ class WorkerPool:
         return [p.pid for p in dead]
 
     def kill(self, process: subprocess.Popen) -> None:
-        """SIGKILL the worker and its children (RQ's scheduler): what a crashed machine looks like."""
-        _signal_group(process, signal.SIGKILL)
+        """SIGKILL the worker and anything it forked: what a crashed machine looks like."""
+        _signal(process, signal.SIGKILL, group=True)
         process.wait()
         self.processes.remove(process)
 
     def stop(self, timeout: float = 10) -> None:
+        """Warm shutdown of every worker at once, then SIGKILL for any still running."""
         for process in self.alive():
-            _signal_group(process, signal.SIGTERM)
+            _signal(process, signal.SIGTERM, group=True)
         for process in self.processes:
-            try:
-                process.wait(timeout=timeout)
-            except subprocess.TimeoutExpired:
-                _signal_group(process, signal.SIGKILL)
-                process.wait()
-            _signal_group(process, signal.SIGKILL)  # a scheduler child left behind, if any
+            stop_process(process, timeout, group=True)
         self.processes = []
-
-
-def _signal_group(process: subprocess.Popen, signum: int) -> None:
-    """Each worker leads its own session (start_new_session), so its group is its own."""
-    try:
-        os.killpg(process.pid, signum)
-    except ProcessLookupError:
-        pass

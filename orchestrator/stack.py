@@ -1,10 +1,9 @@
-"""Helpers of ``manage.py run_stack`` (``make run``): the demo login, ports, process groups."""
+"""Helpers of ``manage.py run_stack`` (``make run``): the demo login and the web port."""
 
 from __future__ import annotations
 
 import os
 import socket
-import subprocess
 
 from django.contrib.auth import get_user_model
 
@@ -45,13 +44,3 @@ def answers(port: int) -> bool:
     except OSError:
         return False
 
-
-def terminate(process: subprocess.Popen[bytes], timeout: float = 10) -> None:
-    """SIGTERM, then SIGKILL if the process has not exited after ``timeout`` seconds."""
-    if process.poll() is None:
-        process.terminate()
-        try:
-            process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()

