@@ -85,11 +85,10 @@ def retry_attempt(
     *,
     delay: float = 0.0,
     resumed: bool = False,
-    claimant: Claimant | None = None,
 ) -> StepAttempt:
     """Another try of the same visit: same state, same input, next attempt number."""
     return new_attempt(
         run, log, state_name=previous.state_name, sequence=previous.sequence, queue=previous.queue,
         attempt_no=previous.attempt + 1, input=previous.input, delay=delay, kind=previous.kind,
-        effect_id=previous.effect_id, resumed_from=previous if resumed else None, claimant=claimant,
+        effect_id=previous.effect_id, resumed_from=previous if resumed else None,
     )

@@ -68,6 +68,12 @@ class Cancelled(BaseException):
     """
 
 
+def engine_error(type_name: str, message: str) -> dict[str, Any]:
+    """The stored form of an error the engine itself raises (a budget, a timeout, a lost worker),
+    in the same shape as a handler's exception so retry and catch rules match it by name."""
+    return {"type": type_name, "types": [type_name], "message": message}
+
+
 def error_payload(exc: BaseException, *, name: str | None = None) -> dict[str, Any]:
     """The JSON form of an error stored on attempts and runs and matched by retry/catch.
 

@@ -25,7 +25,7 @@ from ..models import (
 )
 from .attempts import retry_attempt
 from .definition import definition_for_version
-from .errors import InvalidTransition, WorkflowNotFound
+from .errors import InvalidTransition, WorkflowNotFound, engine_error
 from .eventlog import EventLog
 from .runstate import fail_run, finish_run, save_run, stop_active_attempts
 from .scheduling import enter_state
@@ -87,7 +87,7 @@ def cancel_run(run_id: Any, user: Any = None, reason: str = "") -> Run:
         log = EventLog(run, actor=user)
         stop_active_attempts(run, log, "run cancelled")
         run.failure_mode = FailureMode.CANCELLED
-        run.error = {"type": "Cancelled", "types": ["Cancelled"], "message": reason or "cancelled by an operator"}
+        run.error = engine_error("Cancelled", reason or "cancelled by an operator")
         finish_run(run, log, RunStatus.CANCELLED)
         save_run(run)
         log.flush()
@@ -159,8 +159,7 @@ def decide_effect(effect_id: int, decision: str, user: Any = None, result: Any =
         run.status = RunStatus.RUNNING
         log.add(EventKind.RUN_RESUMED, last, decision=decision)
         if decision == "compensate":
-            error = {"type": "EffectCompensated", "types": ["EffectCompensated"],
-                     "message": f"operator chose to compensate uncertain effect {effect.key!r}"}
+            error = engine_error("EffectCompensated", f"operator chose to compensate uncertain effect {effect.key!r}")
             fail_run(run, log, error, FailureMode.DUPLICATE_SIDE_EFFECT, state_name=effect.state_name)
         else:
             retry_attempt(run, last, log)

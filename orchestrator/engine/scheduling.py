@@ -13,6 +13,7 @@ from . import guards
 from .attempts import new_attempt
 from .claims import Claimant
 from .definition import Definition, State
+from .errors import engine_error
 from .eventlog import EventLog
 from .runstate import fail_run, finish_run
 
@@ -40,8 +41,8 @@ def enter_state(
         budget = definition.budgets.max_steps
         if budget is not None and run.steps_used >= budget:
             log.add(EventKind.BUDGET_EXCEEDED, state_name=name, budget="max_steps", limit=budget)
-            fail_run(run, log, {"type": "BudgetExceeded", "message": f"step budget of {budget} used up before "
-                                f"'{name}'", "types": ["BudgetExceeded"]}, FailureMode.COST_EXPLOSION)
+            error = engine_error("BudgetExceeded", f"step budget of {budget} used up before '{name}'")
+            fail_run(run, log, error, FailureMode.COST_EXPLOSION)
             return None
         run.steps_used += 1
         if state.type == "choice":
@@ -52,8 +53,7 @@ def enter_state(
             finish_run(run, log, RunStatus.SUCCEEDED, output=output, state_name=name)
             return None
         if state.type == "fail":
-            error = {"type": state.error or "Failed", "types": [state.error or "Failed"],
-                     "message": state.cause or f"the run reached fail state '{name}'"}
+            error = engine_error(state.error or "Failed", state.cause or f"the run reached fail state '{name}'")
             fail_run(run, log, error, FailureMode.REJECTED, state_name=name)
             return None
         if state.type == "wait":

@@ -23,6 +23,7 @@ from django.utils import timezone
 from ..conf import ratchet_setting
 from ..models import AttemptStatus, FailureMode, Run, RunStatus, StepAttempt
 from .dispatch import take_sweep_turn, waiting_jobs
+from .errors import engine_error
 from .eventlog import EventLog
 from .runstate import fail_run, save_run
 from .transitions import lock_run, recover_lost, redispatch, time_out_attempt
@@ -91,8 +92,7 @@ def fail_past_deadline(run_id: object, now: object) -> bool:
         if run.status != RunStatus.RUNNING or run.deadline_at is None or run.deadline_at >= now:
             return False
         log = EventLog(run)
-        error = {"type": "Timeout", "types": ["Timeout"], "message": "the run ran past its deadline"}
-        fail_run(run, log, error, FailureMode.TIMEOUT)
+        fail_run(run, log, engine_error("Timeout", "the run ran past its deadline"), FailureMode.TIMEOUT)
         save_run(run)
         log.flush()
     return True

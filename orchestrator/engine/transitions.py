@@ -22,6 +22,7 @@ from .attempts import first_deadline, retry_attempt
 from .claims import Claim, Claimant, Usage
 from .definition import definition_for_version
 from .dispatch import dispatch_on_commit
+from .errors import engine_error
 from .eventlog import EventLog
 from .retry import RetryRule, error_matches, next_retry_delay
 from .runstate import fail_run, finish_compensation, finish_run, save_run
@@ -134,8 +135,8 @@ def complete_attempt(claim: Claim, output: Any, usage: Usage, claimant: Claimant
             breach = _budget_breach(run, claim)
             if breach:
                 log.add(EventKind.BUDGET_EXCEEDED, attempt, reason=breach)
-                fail_run(run, log, {"type": "BudgetExceeded", "types": ["BudgetExceeded"], "message": breach},
-                         FailureMode.COST_EXPLOSION, state_name=state.name)
+                fail_run(run, log, engine_error("BudgetExceeded", breach), FailureMode.COST_EXPLOSION,
+                         state_name=state.name)
             elif state.end:
                 finish_run(run, log, RunStatus.SUCCEEDED, output=output, state_name=state.name)
             else:
@@ -232,8 +233,7 @@ def recover_lost(attempt_id: int, now: Any = None) -> bool:
         log.add(EventKind.STEP_LOST, attempt, worker=attempt.worker)
         lost = visit_attempts(run, attempt, AttemptStatus.LOST)
         if lost > ratchet_setting("MAX_RESUMES_PER_STEP"):
-            error = {"type": "Lost", "types": ["Lost"],
-                     "message": f"the step's worker was lost {lost} times; giving up"}
+            error = engine_error("Lost", f"the step's worker was lost {lost} times; giving up")
             handle_failure(run, attempt, error, FailureMode.LOST_PROGRESS, log, status=AttemptStatus.LOST)
         elif run.status in (RunStatus.RUNNING, RunStatus.COMPENSATING):
             resumed = retry_attempt(run, attempt, log, resumed=True)
@@ -252,7 +252,7 @@ def time_out_attempt(attempt_id: int, now: Any = None) -> bool:
         if run is None:
             return False
         log = EventLog(run)
-        error = {"type": "Timeout", "types": ["Timeout"], "message": "the step ran past its timeout"}
+        error = engine_error("Timeout", "the step ran past its timeout")
         if not StepAttempt.objects.filter(pk=attempt_id, status=AttemptStatus.RUNNING, timeout_at__lt=now).update(
             status=AttemptStatus.TIMED_OUT, error=error, failure_mode=FailureMode.TIMEOUT, finished_at=now,
             lease_expires_at=None,
