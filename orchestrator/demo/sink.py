@@ -28,13 +28,26 @@ CREATE INDEX IF NOT EXISTS requests_key ON requests (key);
 """
 
 
+_READY: set[str] = set()
+
+
 def _connect(path: str | None = None) -> sqlite3.Connection:
     path = path or ratchet_setting("SINK_PATH")
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
     conn = sqlite3.connect(path, timeout=30, isolation_level=None)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.executescript(SCHEMA)
+    if path not in _READY:  # once per file and process: this sits on every delivery's path
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.executescript(SCHEMA)
+        _READY.add(path)
     return conn
+
+
+def _rows(sql: str, params: tuple = (), path: str | None = None) -> list[tuple]:
+    conn = _connect(path)
+    try:
+        return conn.execute(sql, params).fetchall()
+    finally:
+        conn.close()
 
 
 def deliver(key: str, kind: str, payload: Any, *, idempotency_key: str | None = None) -> dict[str, Any]:
@@ -60,48 +73,24 @@ def deliver(key: str, kind: str, payload: Any, *, idempotency_key: str | None = 
         conn.close()
 
 
-def stats(path: str | None = None, key_prefix: str = "") -> dict[str, int]:
+def stats(path: str | None = None) -> dict[str, int]:
     """Counts at the sink: deliveries, distinct keys, keys delivered more than once, replays."""
-    conn = _connect(path)
-    try:
-        like = key_prefix + "%"
-        delivered, keys = conn.execute(
-            "SELECT COUNT(*), COUNT(DISTINCT key) FROM requests WHERE outcome='delivered' AND key LIKE ?", (like,)
-        ).fetchone()
-        duplicates = conn.execute(
-            "SELECT COUNT(*) FROM (SELECT key FROM requests WHERE outcome='delivered' AND key LIKE ? "
-            "GROUP BY key HAVING COUNT(*) > 1)", (like,)
-        ).fetchone()[0]
-        replays = conn.execute(
-            "SELECT COUNT(*) FROM requests WHERE outcome='replayed' AND key LIKE ?", (like,)
-        ).fetchone()[0]
-    finally:
-        conn.close()
-    return {"delivered": delivered, "keys": keys, "duplicate_keys": duplicates, "replays": replays}
+    counts = delivery_counts(path)
+    replays = _rows("SELECT COUNT(*) FROM requests WHERE outcome = 'replayed'", path=path)[0][0]
+    return {"delivered": sum(counts.values()), "keys": len(counts),
+            "duplicate_keys": sum(1 for n in counts.values() if n > 1), "replays": replays}
 
 
 def deliveries(key: str, path: str | None = None) -> int:
-    conn = _connect(path)
-    try:
-        return conn.execute("SELECT COUNT(*) FROM requests WHERE key = ? AND outcome='delivered'",
-                            (key,)).fetchone()[0]
-    finally:
-        conn.close()
+    """How many times the effect under ``key`` really happened (replays excluded)."""
+    return _rows("SELECT COUNT(*) FROM requests WHERE key = ? AND outcome = 'delivered'", (key,), path)[0][0]
 
 
 def requests(key: str, path: str | None = None) -> int:
-    conn = _connect(path)
-    try:
-        return conn.execute("SELECT COUNT(*) FROM requests WHERE key = ?", (key,)).fetchone()[0]
-    finally:
-        conn.close()
+    """How many requests arrived for ``key``, replays included."""
+    return _rows("SELECT COUNT(*) FROM requests WHERE key = ?", (key,), path)[0][0]
 
 
 def delivery_counts(path: str | None = None) -> dict[str, int]:
     """Deliveries per key (replays excluded): a key above 1 is a duplicate side effect."""
-    conn = _connect(path)
-    try:
-        rows = conn.execute("SELECT key, COUNT(*) FROM requests WHERE outcome='delivered' GROUP BY key")
-        return dict(rows.fetchall())
-    finally:
-        conn.close()
+    return dict(_rows("SELECT key, COUNT(*) FROM requests WHERE outcome = 'delivered' GROUP BY key", path=path))

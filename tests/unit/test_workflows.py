@@ -206,6 +206,15 @@ def test_load_document_parses_yaml_flow_style_in_a_yaml_file():
     assert load_document(text, "flow.yaml") == {"name": "flow", "start_at": "a", "states": {"a": {"type": "succeed"}}}
 
 
+def only_syntax_finding(text: str, filename: str) -> Any:
+    """Load text that must be refused, and return its single finding, which must be 'syntax'."""
+    with pytest.raises(DefinitionError) as raised:
+        load_document(text, filename)
+    (finding,) = raised.value.findings
+    assert finding.code == "syntax"
+    return finding
+
+
 @pytest.mark.parametrize(
     ("text", "filename"),
     [
@@ -216,19 +225,13 @@ def test_load_document_parses_yaml_flow_style_in_a_yaml_file():
     ],
 )
 def test_broken_text_gives_a_syntax_finding_naming_the_file(text, filename):
-    with pytest.raises(DefinitionError) as raised:
-        load_document(text, filename)
-    (finding,) = raised.value.findings
-    assert finding.code == "syntax"
+    finding = only_syntax_finding(text, filename)
     assert finding.message.startswith(f"{filename or 'document'} does not parse: ")
 
 
 @pytest.mark.parametrize("text", ["- a\n- b\n", "just text", "", "42", "[1, 2]"])
 def test_a_document_that_is_not_a_mapping_gives_a_syntax_finding(text):
-    with pytest.raises(DefinitionError) as raised:
-        load_document(text, "x.yaml")
-    (finding,) = raised.value.findings
-    assert finding.code == "syntax"
+    finding = only_syntax_finding(text, "x.yaml")
     assert "must be a mapping" in finding.message
 
 
@@ -242,10 +245,7 @@ def test_a_document_that_is_not_a_mapping_gives_a_syntax_finding(text):
     ],
 )
 def test_values_json_cannot_hold_give_a_syntax_finding(text, filename):
-    with pytest.raises(DefinitionError) as raised:
-        load_document(text, filename)
-    (finding,) = raised.value.findings
-    assert finding.code == "syntax"
+    finding = only_syntax_finding(text, filename)
     assert filename in finding.message
 
 
