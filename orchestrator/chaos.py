@@ -115,7 +115,8 @@ def _tally(run_ids: list, kills: int, flushes: int, seconds: float) -> ChaosResu
         lost=Count("pk", filter=~Q(status__in=TERMINAL_RUN_STATUSES)),
     )
     delivered = sink.delivery_counts()
-    keys = {f"ratchet-{run_id}-{key}": run_id for run_id in run_ids for key in EFFECT_KEYS}
+    keys = {effect.idempotency_key: effect.run_id
+            for effect in Effect.objects.filter(run_id__in=run_ids, key__in=EFFECT_KEYS)}
     duplicates = sum(1 for key in keys if delivered.get(key, 0) > 1)
     succeeded_ids = set(runs.filter(status=RunStatus.SUCCEEDED).values_list("pk", flat=True))
     missing = sum(1 for key, run_id in keys.items() if run_id in succeeded_ids and delivered.get(key, 0) == 0)

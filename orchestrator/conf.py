@@ -8,6 +8,8 @@
 | DEFAULT_STEP_TIMEOUT_SECONDS | 300 | step timeout when a state sets none |
 | MAX_RESUMES_PER_STEP | 20 | lost attempts of one step before the step fails as lost |
 | INLINE_CHAIN_LIMIT | 200 | steps a worker runs back to back for one run before going through RQ |
+| COMPENSATION_DEADLINE_SECONDS | 3600 | how long a failing run's saga may take; then what is left is marked |
+| WORKER_SILENT_SECONDS | 30 | a worker not seen for this long no longer counts as reading its queues |
 | SINK_PATH | var/sink.sqlite3 | the demo delivery sink (outside the engine's database) |
 """
 
@@ -25,6 +27,8 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_STEP_TIMEOUT_SECONDS": 300.0,
     "MAX_RESUMES_PER_STEP": 20,
     "INLINE_CHAIN_LIMIT": 200,
+    "COMPENSATION_DEADLINE_SECONDS": 3600.0,
+    "WORKER_SILENT_SECONDS": 30.0,
     "SINK_PATH": None,
 }
 

@@ -1,7 +1,9 @@
-"""What handler authors import: the registration decorator and the context type."""
+"""What handler authors import: the registration decorator, the context type, and the
+signals an effect function or ``check`` may give the ledger."""
 
 from .engine.context import StepContext
-from .engine.errors import Cancelled
+from .engine.effects import NOT_FOUND
+from .engine.errors import Cancelled, EffectNotDone
 from .engine.registry import handler
 
-__all__ = ["Cancelled", "StepContext", "handler"]
+__all__ = ["NOT_FOUND", "Cancelled", "EffectNotDone", "StepContext", "handler"]

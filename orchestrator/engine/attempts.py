@@ -6,10 +6,9 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
-from django.utils import timezone
-
 from ..conf import ratchet_setting
 from ..models import AttemptKind, AttemptStatus, EventKind, Run, StepAttempt
+from . import clock
 from .claims import Claimant
 from .definition import State
 from .dispatch import dispatch_on_commit
@@ -49,7 +48,7 @@ def new_attempt(
     state: State | None = None,
 ) -> StepAttempt:
     """Create an attempt: scheduled and dispatched on commit, or claimed by ``claimant`` now."""
-    now = timezone.now()
+    now = clock.now()
     not_before = now + timedelta(seconds=delay) if delay > 0 else None
     attempt = StepAttempt(
         run=run, kind=kind, state_name=state_name, sequence=sequence, attempt=attempt_no, queue=queue,

@@ -17,13 +17,12 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import Any
 
-from django.utils import timezone
-
 from ..models import AttemptStatus, StepAttempt
+from . import clock
 from .attempts import step_timeout
 from .claims import Claim, Usage
-from .effects import perform_effect
-from .errors import Cancelled
+from .effects import Check, perform_effect
+from .errors import Cancelled, EffectUncertain
 from .reconnect import with_db_retry
 
 
@@ -32,6 +31,8 @@ class StepContext:
         self._claim = claim
         self._lost = lost or threading.Event()
         self.usage_total = Usage()
+        # Set when an effect turned out uncertain: the step pauses even if the handler caught it.
+        self.uncertain_key: str | None = None
         state = claim.state
         self.run_id = claim.attempt.run_id
         self.state_name = claim.attempt.state_name
@@ -51,21 +52,35 @@ class StepContext:
         compensate: Callable[..., Any] | None = None,
         *,
         idempotent: bool = False,
+        check: Check | None = None,
+        shared: bool = False,
     ) -> Any:
-        """Do a side effect at most once for this run: ``fn`` gets the effect's idempotency key.
+        """Do a side effect at most once for this step: ``fn`` gets the effect's idempotency key.
 
-        A confirmed effect is not run again; its stored result is returned. Pass
-        ``idempotent=True`` when ``fn`` hands that key downstream (so a retry after a crash is
-        safe); otherwise a crash inside ``fn`` pauses the run for an operator.
+        A confirmed effect is not run again; its stored result is returned. The key belongs to
+        this step (state and visit); ``shared=True`` makes it one effect for the whole run.
+        When an earlier try's outcome is unknown (its worker died inside ``fn``, or ``fn``
+        raised anything but ``EffectNotDone``):
+
+        - ``check(idempotency_key)`` asks the downstream: it returns the effect's result, or
+          ``NOT_FOUND`` (then ``fn`` runs);
+        - else ``idempotent=True`` (``fn`` hands the key downstream) retries it;
+        - else the run pauses until an operator decides.
+
         ``compensate(result, idempotency_key)`` undoes the effect if the run later fails.
         """
         self.check_cancelled()
-        return perform_effect(self._claim, key, fn, compensate=compensate, idempotent=idempotent)
+        try:
+            return perform_effect(self._claim, key, fn, compensate=compensate, idempotent=idempotent,
+                                  check=check, shared=shared)
+        except EffectUncertain:
+            self.uncertain_key = key
+            raise
 
     def heartbeat(self, progress: Any = None) -> None:
         """Say the step is alive (and how far it got); raises Cancelled if it is no longer ours."""
         self.check_cancelled()
-        now = timezone.now()
+        now = clock.now()
         claim = self._claim
         changes: dict[str, Any] = {"heartbeat_at": now, "progress": progress}
         beat = claim.state.heartbeat_seconds

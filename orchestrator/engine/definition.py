@@ -1,6 +1,7 @@
 """Typed definition objects: the engine reads these, never the raw JSON document.
 
-Definition (JSON/YAML) -> ``parse_definition`` (schema + semantic validation) -> Definition.
+Definition (JSON/YAML) -> ``validator.parse_definition`` (schema + semantic checks) -> Definition.
+This module imports nothing of the validator: the validator builds on it.
 """
 
 from __future__ import annotations
@@ -125,17 +126,6 @@ def build_definition(doc: dict[str, Any]) -> Definition:
         topology=doc.get("topology", "pipeline"),
         title=doc.get("title", ""),
     )
-
-
-def parse_definition(doc: Any, known_handlers: set[str] | None = None) -> Definition:
-    """Validate a document and return its typed form; raise DefinitionError with findings."""
-    from .errors import DefinitionError
-    from .validator import validate
-
-    findings = [f for f in validate(doc, known_handlers) if f.severity == "error"]
-    if findings:
-        raise DefinitionError(findings)
-    return build_definition(doc)
 
 
 _CACHE: dict[str, Definition] = {}

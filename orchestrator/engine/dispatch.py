@@ -14,12 +14,10 @@ from django.conf import settings
 from django.db import transaction
 from redis import Redis, RedisError
 from rq import Queue
-from rq.job import Job, JobStatus
 
 logger = logging.getLogger("ratchet.dispatch")
 
 JOB_FUNCTION = "orchestrator.engine.executor.run_attempt"
-WAITING = {JobStatus.QUEUED.value, JobStatus.DEFERRED.value}
 SWEEP_KEY = "ratchet:sweep-turn"
 
 
@@ -64,23 +62,26 @@ def dispatch_on_commit(attempt_id: int, queue_name: str) -> None:
     transaction.on_commit(lambda: _enqueue_quietly(attempt_id, queue_name))
 
 
-def waiting_jobs(attempt_ids: list[int]) -> set[int]:
-    """The attempts among these whose RQ job is still waiting for a worker (one round trip).
+def jobs_in_queues(attempts: dict[int, str]) -> set[int]:
+    """The attempts among these (id -> queue) whose job really sits in its queue's list.
 
-    When Redis cannot answer, every job counts as waiting: dispatching into a Redis that is
+    Not the job hash's status: a worker killed between popping a job and starting it takes
+    the job with it while the hash still says "queued". One LPOS per attempt, one round trip.
+    When Redis cannot answer, every job counts as queued: dispatching into a Redis that is
     down would only fail again, and the next sweep asks anew.
     """
-    if not attempt_ids:
+    if not attempts:
         return set()
+    ids = list(attempts)
     try:
         pipe = redis_connection().pipeline(transaction=False)
-        for attempt_id in attempt_ids:
-            pipe.hget(Job.key_for(job_id(attempt_id)), "status")
-        statuses = pipe.execute()
+        for attempt_id in ids:
+            pipe.lpos(queue(attempts[attempt_id]).key, job_id(attempt_id))
+        positions = pipe.execute()
     except RedisError:
         logger.warning("Redis did not answer; not redispatching this round", exc_info=True)
-        return set(attempt_ids)
-    return {a for a, status in zip(attempt_ids, statuses, strict=True) if status and status.decode() in WAITING}
+        return set(ids)
+    return {a for a, position in zip(ids, positions, strict=True) if position is not None}
 
 
 def take_sweep_turn(holder: str, seconds: float) -> bool:

@@ -1,4 +1,5 @@
-"""The effects ledger in action: intent, execute, confirm; dedup hits; uncertain effects.
+"""``ctx.effect`` in action: intent, execute, confirm; dedup hits; reconciliation of effects
+whose outcome is unknown. The ledger's writes themselves are in ``ledger``.
 
 Intent and confirmation each commit in their own short transaction, outside the step's, so
 a worker that dies inside the effect leaves a visible intent behind.
@@ -7,22 +8,25 @@ a worker that dies inside the effect leaves a visible intent behind.
 from __future__ import annotations
 
 import importlib
-import json
 from collections.abc import Callable
 from typing import Any
 
-from django.db import transaction
-from django.utils import timezone
-
-from ..models import AttemptStatus, Effect, EffectStatus, EventKind, StepAttempt
+from . import ledger
 from .claims import Claim
-from .errors import Cancelled, EffectUncertain, NotSerializable, error_payload
-from .eventlog import EventLog
+from .errors import Cancelled, EffectNotDone, EffectUncertain, NotSerializable
 from .reconnect import with_db_retry
+from .storable import problem
 
-REEXECUTABLE = (EffectStatus.FAILED, EffectStatus.RETRY_APPROVED)
-DONE = (EffectStatus.CONFIRMED, EffectStatus.COMPENSATING, EffectStatus.COMPENSATED)
-DEDUP_HIT, UNCERTAIN, EXECUTE = "dedup_hit", "uncertain", "execute"
+
+class _NotFound:
+    """What ``check`` returns when the downstream has no trace of the effect."""
+
+    def __repr__(self) -> str:
+        return "NOT_FOUND"
+
+
+NOT_FOUND: Any = _NotFound()
+Check = Callable[[str], Any]
 
 
 def compensation_path(fn: Callable[..., Any] | None) -> str:
@@ -45,12 +49,6 @@ def resolve_compensation(path: str) -> Callable[..., Any]:
     return target
 
 
-def _still_ours(claim: Claim) -> bool:
-    return StepAttempt.objects.filter(
-        pk=claim.attempt.pk, status=AttemptStatus.RUNNING, claim_token=claim.token
-    ).exists()
-
-
 def perform_effect(
     claim: Claim,
     key: str,
@@ -58,96 +56,88 @@ def perform_effect(
     *,
     compensate: Callable[..., Any] | None = None,
     idempotent: bool = False,
+    check: Check | None = None,
+    shared: bool = False,
 ) -> Any:
-    """Run ``fn(idempotency_key)`` at most once per (run, key) and return its result.
+    """Run ``fn(idempotency_key)`` at most once for this step (or run, if ``shared``) and key.
 
-    ``idempotent=True`` declares that ``fn`` passes the key downstream, which makes
-    retrying an uncertain effect safe; otherwise an uncertain effect pauses the run.
+    An earlier execution of unknown outcome is resolved by ``check`` when given (the downstream
+    is asked), retried when ``idempotent`` (the key goes downstream), and otherwise raises
+    EffectUncertain, which pauses the run for an operator.
     """
     if not isinstance(key, str) or not key or len(key) > 200:
         raise ValueError("an effect key must be a non-empty string of at most 200 characters")
     compensate_path = compensation_path(compensate)
-    effect, outcome = with_db_retry(lambda: _record_intent(claim, key, compensate_path, idempotent))
-    if outcome == DEDUP_HIT:
-        return effect.result
-    if outcome == UNCERTAIN:
+
+    def open_intent() -> ledger.Decision:
+        return with_db_retry(lambda: ledger.open_intent(
+            claim, key, shared=shared, idempotent=idempotent, compensate_path=compensate_path,
+            has_check=check is not None))
+
+    decision = open_intent()
+    for _ in range(5):
+        if decision.action == ledger.CHECK:
+            decision = _reconcile(claim, decision.effect, check)  # type: ignore[arg-type]
+        elif decision.action == ledger.LOOK_AGAIN:
+            decision = open_intent()
+        else:
+            break
+    if decision.action == ledger.DEDUP_HIT:
+        return decision.result
+    if decision.action != ledger.EXECUTE:
         raise EffectUncertain(key)
+    effect = decision.effect
     try:
         result = fn(effect.idempotency_key)
-    except Exception as failure:
-        error = failure
-        with_db_retry(lambda: _record_failure(effect, claim.attempt, error))
+    except EffectNotDone as exc:
+        refusal = exc
+        with_db_retry(lambda: ledger.record_failure(claim, effect, refusal, not_done=True, uncertain=False))
         raise
-    try:
-        json.dumps(result)
-    except (TypeError, ValueError) as exc:
+    except Exception as failure:
+        return _after_failure(claim, effect, failure, idempotent=idempotent, check=check)
+    reason = problem(result)
+    if reason is not None:
         # It happened all the same: confirm it (so it is never repeated), then fail loudly.
-        with_db_retry(lambda: _confirm(effect, claim.attempt, {"not_json": repr(result)[:1000]}))
-        raise NotSerializable(f"effect {key!r} returned a result that is not JSON: {exc}") from exc
-    with_db_retry(lambda: _confirm(effect, claim.attempt, result))
+        with_db_retry(lambda: ledger.confirm(claim, effect, {"not_json": repr(result)[:1000]}))
+        raise NotSerializable(f"effect {key!r} returned a result that cannot be stored: {reason}")
+    if not with_db_retry(lambda: ledger.confirm(claim, effect, result)):
+        raise Cancelled()  # the attempt is no longer ours: stop the handler here
     return result
 
 
-def _record_intent(claim: Claim, key: str, compensate_path: str, idempotent: bool) -> tuple[Effect, str]:
-    """Look the effect up and, unless it is done or uncertain, record this attempt's intent.
+def _reconcile(claim: Claim, effect: Any, check: Check) -> ledger.Decision:
+    """Ask the downstream whether an execution of unknown outcome happened."""
+    answer = check(effect.idempotency_key)
+    found = answer is not NOT_FOUND
+    if found and problem(answer) is not None:
+        raise NotSerializable(f"check for effect {effect.key!r} returned a result that cannot be stored")
+    return with_db_retry(lambda: ledger.resolve_by_check(claim, effect, found, None if not found else answer))
 
-    Returns the effect and what to do: DEDUP_HIT (use its stored result), UNCERTAIN (pause
-    the run) or EXECUTE. Safe to repeat: an intent this attempt already holds is reused.
+
+def _after_failure(claim: Claim, effect: Any, failure: Exception, *, idempotent: bool,
+                   check: Check | None) -> Any:
+    """The effect function raised something other than EffectNotDone: did the effect happen?
+
+    With ``check``, ask now: found, and the step goes on with what was found; not found, and
+    the failure is the step's (its retry rules apply). Without, a key passed downstream makes
+    a retry safe (the intent stays open for the next attempt); otherwise the run pauses.
     """
-    run_id, attempt = claim.attempt.run_id, claim.attempt
-    with transaction.atomic():
-        log = EventLog(run_id)
-        effect = Effect.objects.select_for_update().filter(run_id=run_id, key=key).first()
-        if effect is not None and effect.status in DONE:
-            Effect.objects.filter(pk=effect.pk).update(dedup_hits=effect.dedup_hits + 1)
-            log.add(EventKind.EFFECT_DEDUP_HIT, attempt, key=key)
-            log.flush()
-            return effect, DEDUP_HIT
-        if not _still_ours(claim):
-            raise Cancelled()
-        if effect is not None and effect.status == EffectStatus.INTENT and effect.attempt_id == attempt.pk:
-            return effect, EXECUTE  # our own intent, from a try whose commit we did not hear back from
-        if effect is None:
-            effect = Effect(run_id=run_id, key=key, state_name=attempt.state_name, intent_at=timezone.now())
-            log.add(EventKind.EFFECT_INTENT, attempt, key=key)
-        elif effect.status in REEXECUTABLE:
-            log.add(EventKind.EFFECT_INTENT, attempt, key=key, again=True)
-        elif effect.status == EffectStatus.INTENT and effect.downstream_idempotent:
-            log.add(EventKind.EFFECT_RETRIED, attempt, key=key, previous_attempt=effect.attempt_id)
-        else:
-            if effect.status == EffectStatus.INTENT:
-                effect.status = EffectStatus.UNCERTAIN
-                effect.save(update_fields=["status"])
-                log.add(EventKind.EFFECT_UNCERTAIN, attempt, key=key, previous_attempt=effect.attempt_id)
-                log.flush()
-            return effect, UNCERTAIN
-        effect.status = EffectStatus.INTENT
-        effect.attempt = attempt
-        effect.downstream_idempotent = idempotent
-        effect.compensate = compensate_path
-        effect.executions += 1
-        effect.intent_at = timezone.now()
-        effect.save()
-        log.flush()
-    return effect, EXECUTE
-
-
-def _confirm(effect: Effect, attempt: StepAttempt, result: Any) -> None:
-    with transaction.atomic():
-        Effect.objects.filter(pk=effect.pk).update(
-            status=EffectStatus.CONFIRMED, result=result, confirmed_at=timezone.now(), error=None
-        )
-        log = EventLog(effect.run_id)
-        log.add(EventKind.EFFECT_CONFIRMED, attempt, key=effect.key)
-        log.flush()
-
-
-def _record_failure(effect: Effect, attempt: StepAttempt, exc: BaseException) -> None:
-    """The effect function raised: it is recorded as not done, and a retry may run it again."""
-    with transaction.atomic():
-        Effect.objects.filter(pk=effect.pk, status=EffectStatus.INTENT).update(
-            status=EffectStatus.FAILED, error=error_payload(exc)
-        )
-        log = EventLog(effect.run_id)
-        log.add(EventKind.EFFECT_FAILED, attempt, key=effect.key, error=error_payload(exc))
-        log.flush()
+    if check is not None:
+        try:
+            answer = check(effect.idempotency_key)
+        except Exception:
+            answer = failure  # the check failed too: a later attempt asks again
+        if answer is NOT_FOUND:
+            with_db_retry(lambda: ledger.record_failure(claim, effect, failure, not_done=True, uncertain=False))
+            raise failure
+        if answer is not failure and problem(answer) is None:
+            if not with_db_retry(lambda: ledger.confirm(claim, effect, answer)):
+                raise Cancelled()
+            return answer
+        with_db_retry(lambda: ledger.record_failure(claim, effect, failure, not_done=False, uncertain=False))
+        raise failure
+    uncertain = not idempotent
+    with_db_retry(lambda: ledger.record_failure(claim, effect, failure, not_done=False, uncertain=uncertain))
+    if uncertain:
+        raise EffectUncertain(effect.key) from failure
+    raise failure

@@ -57,7 +57,26 @@ class EffectUncertain(RatchetError):
         )
 
 
+class EffectKeyClash(RatchetError):
+    """One effect key used both as shared across the run and as a step's own."""
+
+    code = "R425"
+
+
+class EffectNotDone(RatchetError):
+    """Raised by an effect function to say the effect definitely did not happen (the
+    downstream refused it): the ledger records it as not done, and a retry may run it again.
+
+    Any other exception from a non-idempotent effect leaves its outcome unknown.
+    """
+
+    code = "R421"
+
+
 class NotSerializable(RatchetError):
+    """A value the checkpoint cannot store: not JSON, or JSON the database refuses (NaN,
+    infinity, a NUL character). The message names the value's path."""
+
     code = "R430"
 
 
@@ -68,10 +87,26 @@ class Cancelled(BaseException):
     """
 
 
+# Stable codes of the errors the engine records itself; users see them on runs and attempts.
+ENGINE_ERROR_CODES = {
+    "Timeout": "R410",
+    "EffectUncertain": "R420",
+    "NotSerializable": "R430",
+    "CheckpointRefused": "R440",
+    "BudgetExceeded": "R510",
+    "Lost": "R520",
+    "Cancelled": "R530",
+    "EffectCompensated": "R540",
+    "CompensationNotDone": "R550",
+}
+
+
 def engine_error(type_name: str, message: str) -> dict[str, Any]:
     """The stored form of an error the engine itself raises (a budget, a timeout, a lost worker),
-    in the same shape as a handler's exception so retry and catch rules match it by name."""
-    return {"type": type_name, "types": [type_name], "message": message}
+    in the same shape as a handler's exception so retry and catch rules match it by name.
+    Errors a definition names itself (a fail state's ``error``) carry the code R600."""
+    return {"type": type_name, "types": [type_name], "message": message,
+            "code": ENGINE_ERROR_CODES.get(type_name, "R600")}
 
 
 def error_payload(exc: BaseException, *, name: str | None = None) -> dict[str, Any]:
@@ -85,7 +120,12 @@ def error_payload(exc: BaseException, *, name: str | None = None) -> dict[str, A
     return {
         "type": name or type(exc).__name__,
         "types": [name] if name else names,
-        "message": str(exc)[:2000],
+        "message": _storable_text(str(exc))[:2000],
         "code": getattr(exc, "code", ""),
-        "traceback": "".join(frames)[-4000:],
+        "traceback": _storable_text("".join(frames))[-4000:],
     }
+
+
+def _storable_text(text: str) -> str:
+    """PostgreSQL's jsonb refuses the NUL character: an error message must never carry one."""
+    return text.replace("\x00", "\\x00")

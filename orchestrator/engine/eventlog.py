@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 from django.db import connection
-from django.utils import timezone
 
 from ..models import Event, Run, StepAttempt
+from . import clock
+from .signals import send_on_commit
 
 
 class EventLog:
@@ -32,7 +33,7 @@ class EventLog:
                 state_name=state_name or (attempt.state_name if attempt else ""),
                 data=data,
                 actor=actor or self.actor,
-                created_at=timezone.now(),
+                created_at=clock.now(),
             )
         )
 
@@ -40,4 +41,5 @@ class EventLog:
         assert connection.in_atomic_block, "events are written inside the transition's transaction"
         if self.pending:
             Event.objects.bulk_create(self.pending)
+            send_on_commit(self.run_id, self.pending)
             self.pending = []

@@ -7,7 +7,6 @@ the trip through Redis is only for changing queue, waiting, retrying or recoveri
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -17,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from django.db import close_old_connections
+from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
 
 from ..conf import ratchet_setting
 from ..models import AttemptKind, AttemptStatus, Effect, FailureMode
@@ -25,10 +24,11 @@ from .attempts import step_timeout
 from .claims import Claim, Claimant, Usage
 from .context import StepContext
 from .effects import resolve_compensation
-from .errors import Cancelled, EffectUncertain, NotSerializable, StepTimeout, error_payload
+from .errors import Cancelled, EffectUncertain, StepTimeout, engine_error, error_payload
 from .lease import lease_keeper
 from .reconnect import with_db_retry
 from .registry import get_handler
+from .storable import ensure_storable
 from .transitions import claim_attempt, complete_attempt, fail_attempt, pause_for_effect
 
 logger = logging.getLogger("ratchet.executor")
@@ -88,13 +88,6 @@ def _unless_stopping(claimant: Claimant | None) -> Claimant | None:
     return None if WARM_SHUTDOWN.is_set() else claimant
 
 
-def ensure_json(output: Any) -> None:
-    try:
-        json.dumps(output)
-    except (TypeError, ValueError) as exc:
-        raise NotSerializable(f"the handler's output is not JSON: {exc}") from exc
-
-
 def execute(claim: Claim, claimant: Claimant | None, lost: threading.Event) -> Claim | None:
     """Run one claimed attempt to its checkpoint. Returns the next attempt claimed inline."""
     attempt = claim.attempt
@@ -102,7 +95,7 @@ def execute(claim: Claim, claimant: Claimant | None, lost: threading.Event) -> C
         return _execute_compensation(claim, lost)
     state = claim.state
     if state.type == "wait":
-        return with_db_retry(lambda: complete_attempt(claim, None, Usage(), _unless_stopping(claimant)))
+        return checkpoint(claim, None, Usage(), _unless_stopping(claimant))
     ctx = StepContext(claim, lost)
     try:
         fn = get_handler(state.handler)
@@ -110,7 +103,9 @@ def execute(claim: Claim, claimant: Claimant | None, lost: threading.Event) -> C
         with step_deadline(deadline):
             output = fn(ctx)
         ctx.check_cancelled()
-        ensure_json(output)
+        if ctx.uncertain_key is not None:
+            raise EffectUncertain(ctx.uncertain_key)  # the handler caught it; the step still pauses
+        ensure_storable(output, "the handler's output")
     except Cancelled:
         logger.info("attempt %s is no longer ours; stopping", attempt.pk)
         return None
@@ -127,7 +122,21 @@ def execute(claim: Claim, claimant: Claimant | None, lost: threading.Event) -> C
         payload = error_payload(exc)
         with_db_retry(lambda: fail_attempt(claim, payload, FailureMode.HANDLER_ERROR, ctx.usage_total))
         return None
-    return with_db_retry(lambda: complete_attempt(claim, output, ctx.usage_total, _unless_stopping(claimant)))
+    return checkpoint(claim, output, ctx.usage_total, _unless_stopping(claimant))
+
+
+def checkpoint(claim: Claim, output: Any, usage: Usage, claimant: Claimant | None) -> Claim | None:
+    """Complete the attempt; a checkpoint the database refuses (anything but a lost connection)
+    fails the attempt at once, instead of leaving it running until its lease lapses."""
+    try:
+        return with_db_retry(lambda: complete_attempt(claim, output, usage, claimant))
+    except (OperationalError, InterfaceError):
+        raise
+    except DatabaseError as exc:
+        logger.warning("checkpoint of attempt %s refused by the database: %s", claim.attempt.pk, exc)
+        error = engine_error("CheckpointRefused", f"the database refused the step's checkpoint: {exc}"[:2000])
+        with_db_retry(lambda: fail_attempt(claim, error, FailureMode.HANDLER_ERROR, usage))
+        return None
 
 
 def _execute_compensation(claim: Claim, lost: threading.Event) -> None:
@@ -140,5 +149,5 @@ def _execute_compensation(claim: Claim, lost: threading.Event) -> None:
         payload = error_payload(exc)
         with_db_retry(lambda: fail_attempt(claim, payload, FailureMode.HANDLER_ERROR, Usage()))
         return None
-    with_db_retry(lambda: complete_attempt(claim, None, Usage()))
+    checkpoint(claim, None, Usage(), None)
     return None

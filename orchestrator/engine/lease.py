@@ -17,10 +17,10 @@ import time
 from datetime import timedelta
 
 from django.db import connection
-from django.utils import timezone
 
 from ..conf import ratchet_setting
 from ..models import AttemptStatus, StepAttempt
+from . import clock
 from .claims import Claim
 
 logger = logging.getLogger("ratchet.lease")
@@ -64,7 +64,7 @@ class LeaseKeeper:
         try:
             renewed = StepAttempt.objects.filter(
                 pk=claim.attempt.pk, status=AttemptStatus.RUNNING, claim_token=claim.token
-            ).update(lease_expires_at=timezone.now() + timedelta(seconds=lease))
+            ).update(lease_expires_at=clock.now() + timedelta(seconds=lease))
         except Exception:
             logger.warning("lease renewal of attempt %s failed", claim.attempt.pk, exc_info=True)
             connection.close()

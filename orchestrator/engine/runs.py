@@ -9,26 +9,28 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
-from django.utils import timezone
 
 from ..models import (
     AttemptKind,
-    AttemptStatus,
     Effect,
     EffectStatus,
     Event,
     EventKind,
     FailureMode,
+    PauseReason,
     Run,
     RunStatus,
+    StepAttempt,
     Workflow,
 )
+from . import clock, ledger, runstate
 from .attempts import retry_attempt
 from .definition import definition_for_version
 from .errors import InvalidTransition, WorkflowNotFound, engine_error
 from .eventlog import EventLog
-from .runstate import fail_run, finish_run, save_run, stop_active_attempts
+from .runstate import fail_run, save_run
 from .scheduling import enter_state
+from .storable import ensure_storable
 from .transitions import lock_run
 
 CANCELLABLE = (RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED)
@@ -59,9 +61,10 @@ def start_run(
         raise WorkflowNotFound(f"workflow {workflow.name!r} has no published version; publish one first")
     definition = definition_for_version(version)
     input = {} if input is None else input
+    ensure_storable(input, "the run's input")
     try:
         with transaction.atomic():
-            now = timezone.now()
+            now = clock.now()
             run = Run.objects.create(
                 workflow=workflow, version=version, input=input, context={"input": input},
                 idempotency_key=idempotency_key or None, started_by=user if getattr(user, "pk", None) else None,
@@ -85,85 +88,102 @@ def cancel_run(run_id: Any, user: Any = None, reason: str = "") -> Run:
         if run.status not in CANCELLABLE:
             raise InvalidTransition(f"a {run.status} run cannot be cancelled")
         log = EventLog(run, actor=user)
-        stop_active_attempts(run, log, "run cancelled")
-        run.failure_mode = FailureMode.CANCELLED
-        run.error = engine_error("Cancelled", reason or "cancelled by an operator")
-        finish_run(run, log, RunStatus.CANCELLED)
+        runstate.cancel(run, log, reason)
         save_run(run)
         log.flush()
     return run
 
 
 def redrive_run(run_id: Any, user: Any = None) -> Run:
-    """Restart a failed run from its failed step, keeping every completed checkpoint."""
+    """Restart a failed run from the visit whose failure failed it, keeping every completed
+    checkpoint: a new attempt of that same visit, so the step's effects are deduplicated."""
     with transaction.atomic():
         run = lock_run(run_id)
         if run.status != RunStatus.FAILED:
             raise InvalidTransition(f"only failed runs can be redriven; this one is {run.status}")
         if run.effects.filter(status=EffectStatus.COMPENSATED).exists():
             raise InvalidTransition("this run's effects were compensated; start a new run instead")
-        failed = (
-            run.attempts.filter(kind=AttemptKind.STEP)
-            .filter(status__in=(AttemptStatus.FAILED, AttemptStatus.TIMED_OUT, AttemptStatus.LOST,
-                                AttemptStatus.CANCELLED))
-            .order_by("-id").first()
-        )
+        failed = run.failed_attempt
         if failed is None:
             raise InvalidTransition(
-                "the run failed without a failed step (a fail state or a budget); redriving would fail again"
+                f"the run ended in {run.failure_mode or 'a fail state'} without a failed step "
+                "(a fail state, or a budget used up before a step); redriving would fail again"
             )
         definition = definition_for_version(run.version)
         log = EventLog(run, actor=user)
-        run.status = RunStatus.RUNNING
-        run.error = None
-        run.failure_mode = ""
-        run.finished_at = None
-        run.redrive_count += 1
+        runstate.redrive(run, log, failed)
         if definition.timeout_seconds:
-            run.deadline_at = timezone.now() + timedelta(seconds=definition.timeout_seconds)
-        log.add(EventKind.RUN_REDRIVEN, failed, redrive=run.redrive_count)
-        enter_state(run, definition, failed.state_name, log)
+            run.deadline_at = clock.now() + timedelta(seconds=definition.timeout_seconds)
+        else:
+            run.deadline_at = None
+        retry_attempt(run, failed, log)
         save_run(run)
         log.flush()
     return run
 
 
-DECISIONS = ("happened", "retry", "compensate")
+UNCERTAIN_DECISIONS = ("happened", "retry", "compensate")
+COMPENSATION_DECISIONS = ("retry", "done", "accept")
+DECISIONS = tuple(dict.fromkeys(UNCERTAIN_DECISIONS + COMPENSATION_DECISIONS))
 
 
 def decide_effect(effect_id: int, decision: str, user: Any = None, result: Any = None) -> Effect:
-    """An operator's answer for an uncertain effect, which resumes (or ends) its paused run."""
+    """An operator's answer for a paused run's effect, which resumes the run (or its saga).
+
+    Uncertain effect: ``happened`` (with the result seen downstream), ``retry`` (it did not
+    happen) or ``compensate`` (it happened: fail the run and undo it). Failed compensation:
+    ``retry`` it, ``done`` (undone by hand) or ``accept`` (leave it as it is).
+    """
     if decision not in DECISIONS:
         raise ValueError(f"decision must be one of {', '.join(DECISIONS)}, not {decision!r}")
+    ensure_storable(result, "the decision's result")
     with transaction.atomic():
         effect = Effect.objects.get(pk=effect_id)
         run = lock_run(effect.run_id)
         effect.refresh_from_db()
-        if effect.status != EffectStatus.UNCERTAIN or run.status != RunStatus.PAUSED:
-            raise InvalidTransition(f"effect {effect.key!r} is {effect.status}; nothing to decide")
+        if run.status != RunStatus.PAUSED:
+            raise InvalidTransition(f"effect {effect.key!r} is {effect.status} and its run is {run.status}; "
+                                    "nothing to decide")
         log = EventLog(run, actor=user)
-        now = timezone.now()
-        paused = Event.objects.filter(run=run, kind=EventKind.RUN_PAUSED).order_by("-id").first()
-        if paused:
-            run.human_wait_seconds += (now - paused.created_at).total_seconds()
-        effect.decided_by = user if getattr(user, "pk", None) else None
-        if decision == "retry":
-            effect.status = EffectStatus.RETRY_APPROVED
+        if effect.status == EffectStatus.UNCERTAIN and run.pause_reason == PauseReason.UNCERTAIN_EFFECT:
+            _decide_uncertain(run, effect, decision, log, user, result)
+        elif effect.status == EffectStatus.COMPENSATION_FAILED and run.pause_reason == PauseReason.COMPENSATION_FAILED:
+            _decide_compensation(run, effect, decision, log, user)
         else:
-            effect.status = EffectStatus.CONFIRMED
-            effect.result = result
-            effect.confirmed_at = now
-        effect.save(update_fields=["status", "result", "confirmed_at", "decided_by"])
-        log.add(EventKind.EFFECT_DECIDED, state_name=effect.state_name, key=effect.key, decision=decision)
-        last = run.attempts.filter(kind=AttemptKind.STEP, state_name=effect.state_name).order_by("-id").first()
-        run.status = RunStatus.RUNNING
-        log.add(EventKind.RUN_RESUMED, last, decision=decision)
-        if decision == "compensate":
-            error = engine_error("EffectCompensated", f"operator chose to compensate uncertain effect {effect.key!r}")
-            fail_run(run, log, error, FailureMode.DUPLICATE_SIDE_EFFECT, state_name=effect.state_name)
-        else:
-            retry_attempt(run, last, log)
+            raise InvalidTransition(f"effect {effect.key!r} is {effect.status}; nothing to decide")
         save_run(run)
         log.flush()
     return effect
 
+
+def _paused_attempt(run: Run) -> StepAttempt | None:
+    paused = Event.objects.filter(run=run, kind=EventKind.RUN_PAUSED).order_by("-id").first()
+    return paused.attempt if paused is not None else None
+
+
+def _decide_uncertain(run: Run, effect: Effect, decision: str, log: EventLog, user: Any, result: Any) -> None:
+    if decision not in UNCERTAIN_DECISIONS:
+        raise InvalidTransition(f"an uncertain effect is decided with {', '.join(UNCERTAIN_DECISIONS)}, "
+                                f"not {decision!r}")
+    ledger.decide_uncertain(effect, decision, log, user, result)
+    paused = _paused_attempt(run)
+    runstate.resume_run(run, log, paused, decision=decision)
+    if decision == "compensate":
+        error = engine_error("EffectCompensated", f"operator chose to compensate uncertain effect {effect.key!r}")
+        fail_run(run, log, error, FailureMode.DUPLICATE_SIDE_EFFECT, state_name=effect.state_name, cause=paused)
+    elif paused is not None:
+        retry_attempt(run, paused, log)
+
+
+def _decide_compensation(run: Run, effect: Effect, decision: str, log: EventLog, user: Any) -> None:
+    if decision not in COMPENSATION_DECISIONS:
+        raise InvalidTransition(f"a failed compensation is decided with {', '.join(COMPENSATION_DECISIONS)}, "
+                                f"not {decision!r}")
+    ledger.decide_compensation(effect, decision, log, user)
+    runstate.resume_run(run, log, _paused_attempt(run), decision=decision, key=effect.key)
+    if decision == "retry":
+        tries = StepAttempt.objects.filter(run=run, kind=AttemptKind.COMPENSATION, effect=effect)
+        last = tries.order_by("-sequence").values_list("sequence", flat=True).first() or 0
+        runstate.compensate_effect(run, effect, log, sequence=last + 1)
+    else:
+        runstate.continue_saga(run, log)

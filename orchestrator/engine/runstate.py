@@ -1,78 +1,160 @@
-"""Run-level endings: succeed, fail (with saga compensation), cancel. Inside a transaction."""
+"""Run status transitions: the one place a run's status changes.
+
+Each function is one transition: it checks the source status (an InvalidTransition names
+what was refused), sets the status and appends the transition's event. All of them run
+inside the caller's transaction, with the run's row locked (``transitions.lock_run``).
+
+    running ──> paused ──> running                  (an operator decided an uncertain effect)
+       │          │
+       ├──────────┴──> compensating ──> failed      (saga: undo confirmed effects, newest first)
+       │                  │    ^
+       │                  v    │
+       │               paused ─┘                    (a compensation failed: retry, done, accept)
+       ├──> succeeded
+       └──> cancelled (also from waiting and paused)
+    failed ──> running                              (redrive)
+"""
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from django.db import connection
-from django.utils import timezone
 
+from ..conf import ratchet_setting
 from ..models import (
     AttemptKind,
     AttemptStatus,
     Effect,
     EffectStatus,
+    Event,
     EventKind,
+    PauseReason,
     Run,
     RunStatus,
     StepAttempt,
 )
 from ..models.runs import ACTIVE_ATTEMPT_STATUSES
+from . import clock, ledger
 from .attempts import new_attempt
+from .errors import InvalidTransition, engine_error
 from .eventlog import EventLog
 
 RUN_FIELDS = [
-    "status", "context", "output", "error", "failure_mode", "finished_at", "deadline_at", "steps_used",
-    "tokens_used", "cost_used", "resume_count", "redrive_count", "human_wait_seconds",
+    "status", "context", "output", "error", "failure_mode", "failed_attempt", "pause_reason", "finished_at",
+    "deadline_at", "steps_used", "tokens_used", "cost_used", "resume_count", "redrive_count", "human_wait_seconds",
 ]
+S = RunStatus
 
 
 def save_run(run: Run) -> None:
     run.save(update_fields=RUN_FIELDS)
 
 
-def stop_active_attempts(run: Run, log: EventLog, reason: str) -> None:
+def _move(run: Run, to: str, allowed_from: tuple[str, ...]) -> None:
+    assert connection.in_atomic_block, "run transitions run inside the caller's transaction"
+    if run.status not in allowed_from:
+        raise InvalidTransition(f"a {run.status} run cannot become {to}")
+    run.status = to
+
+
+def is_failing(run: Run) -> bool:
+    """A run whose failure is decided and whose saga is under way (compensating, or paused on it)."""
+    paused_saga = run.status == S.PAUSED and run.pause_reason == PauseReason.COMPENSATION_FAILED
+    return run.status == S.COMPENSATING or paused_saga
+
+
+def stop_active_attempts(run: Run, log: EventLog, reason: str) -> list[StepAttempt]:
     """Fence every active attempt: a worker still running one will have its result discarded."""
     active = list(run.attempts.filter(status__in=ACTIVE_ATTEMPT_STATUSES))
     if active:
-        StepAttempt.objects.filter(pk__in=[a.pk for a in active]).update(
-            status=AttemptStatus.CANCELLED, finished_at=timezone.now(), lease_expires_at=None
+        StepAttempt.objects.filter(pk__in=[a.pk for a in active], status__in=ACTIVE_ATTEMPT_STATUSES).update(
+            status=AttemptStatus.CANCELLED, finished_at=clock.now(), lease_expires_at=None
         )
         for attempt in active:
             log.add(EventKind.STEP_FAILED, attempt, reason=reason, status=AttemptStatus.CANCELLED)
+    return active
 
 
-def finish_run(run: Run, log: EventLog, status: str, *, output: Any = None, state_name: str = "") -> None:
-    assert connection.in_atomic_block
-    run.status = status
-    run.finished_at = timezone.now()
-    if status == RunStatus.SUCCEEDED:
-        run.output = output
-        log.add(EventKind.RUN_SUCCEEDED, state_name=state_name)
-    elif status == RunStatus.FAILED:
-        log.add(EventKind.RUN_FAILED, state_name=state_name, failure_mode=run.failure_mode,
-                error=run.error)
-    elif status == RunStatus.CANCELLED:
-        log.add(EventKind.RUN_CANCELLED, state_name=state_name)
+def succeed_run(run: Run, log: EventLog, *, output: Any, state_name: str = "") -> None:
+    _move(run, S.SUCCEEDED, (S.RUNNING,))
+    run.output = output
+    run.finished_at = clock.now()
+    log.add(EventKind.RUN_SUCCEEDED, state_name=state_name)
 
 
-def fail_run(run: Run, log: EventLog, error: dict[str, Any], failure_mode: str, state_name: str = "") -> None:
-    """The run fails: stop what is active, then undo its confirmed effects (saga), then end."""
+def cancel(run: Run, log: EventLog, reason: str) -> None:
+    _move(run, S.CANCELLED, (S.RUNNING, S.WAITING, S.PAUSED))
+    stop_active_attempts(run, log, "run cancelled")
+    run.failure_mode = "cancelled"
+    run.error = engine_error("Cancelled", reason or "cancelled by an operator")
+    run.pause_reason = ""
+    run.finished_at = clock.now()
+    log.add(EventKind.RUN_CANCELLED)
+
+
+def fail_run(run: Run, log: EventLog, error: dict[str, Any], failure_mode: str, state_name: str = "",
+             cause: StepAttempt | None = None) -> None:
+    """The run fails: stop what is active, then undo its confirmed effects (saga), then end.
+
+    ``cause`` is the attempt whose failure failed the run (a redrive restarts its visit).
+    The saga gets a deadline of its own, so a run failed by its deadline can still compensate.
+    """
+    _move(run, S.COMPENSATING, (S.RUNNING, S.WAITING, S.PAUSED))
     run.error = error
     run.failure_mode = failure_mode
-    stop_active_attempts(run, log, "run failed")
-    run.status = RunStatus.COMPENSATING
+    run.pause_reason = ""
+    stopped = stop_active_attempts(run, log, "run failed")
+    if cause is None:  # a deadline or a budget: the step that was under way is the one to redo
+        cause = next((a for a in stopped if a.kind == AttemptKind.STEP), None)
+    run.failed_attempt = cause
+    run.deadline_at = clock.now() + timedelta(seconds=ratchet_setting("COMPENSATION_DEADLINE_SECONDS"))
     if schedule_next_compensation(run, log):
         log.add(EventKind.COMPENSATION_STARTED, state_name=state_name, failure_mode=failure_mode)
     else:
-        finish_run(run, log, RunStatus.FAILED, state_name=state_name)
+        _end_failed(run, log, state_name)
+
+
+def _end_failed(run: Run, log: EventLog, state_name: str = "") -> None:
+    _move(run, S.FAILED, (S.COMPENSATING,))
+    run.finished_at = clock.now()
+    log.add(EventKind.RUN_FAILED, state_name=state_name, failure_mode=run.failure_mode, error=run.error)
+
+
+def pause_run(run: Run, log: EventLog, reason: str, attempt: StepAttempt | None = None, **data: Any) -> None:
+    """Wait for an operator: an uncertain effect (running runs) or a failed compensation (failing runs)."""
+    _move(run, S.PAUSED, (S.RUNNING,) if reason == PauseReason.UNCERTAIN_EFFECT else (S.COMPENSATING,))
+    run.pause_reason = reason
+    log.add(EventKind.RUN_PAUSED, attempt, reason=reason, **data)
+
+
+def resume_run(run: Run, log: EventLog, attempt: StepAttempt | None = None, **data: Any) -> None:
+    """An operator decided: the run goes on (or its saga does), and the pause counts as human wait."""
+    failing = is_failing(run)
+    _move(run, S.COMPENSATING if failing else S.RUNNING, (S.PAUSED,))
+    paused = Event.objects.filter(run=run, kind=EventKind.RUN_PAUSED).order_by("-id").first()
+    if paused is not None:
+        run.human_wait_seconds += max((clock.now() - paused.created_at).total_seconds(), 0.0)
+    run.pause_reason = ""
+    log.add(EventKind.RUN_RESUMED, attempt, **data)
+
+
+def redrive(run: Run, log: EventLog, attempt: StepAttempt) -> None:
+    _move(run, S.RUNNING, (S.FAILED,))
+    run.error = None
+    run.failure_mode = ""
+    run.failed_attempt = None
+    run.finished_at = None
+    run.redrive_count += 1
+    log.add(EventKind.RUN_REDRIVEN, attempt, redrive=run.redrive_count)
 
 
 def schedule_next_compensation(run: Run, log: EventLog) -> bool:
     """Schedule the compensation of the most recent confirmed effect not yet undone.
 
-    Compensations run one at a time, most recent first, each a durable attempt of its own.
-    Returns False when nothing is left to compensate.
+    Compensations run one at a time, most recent first, each a durable attempt of its own on
+    the queue of the step that made the effect. Returns False when nothing is left to undo.
     """
     effect = (
         Effect.objects.filter(run=run, status=EffectStatus.CONFIRMED)
@@ -82,21 +164,41 @@ def schedule_next_compensation(run: Run, log: EventLog) -> bool:
     )
     if effect is None:
         return False
-    Effect.objects.filter(pk=effect.pk).update(status=EffectStatus.COMPENSATING)
-    new_attempt(run, log, state_name=effect.state_name, sequence=0, queue="default",
-                input=effect.result, kind=AttemptKind.COMPENSATION, effect_id=effect.pk)
+    ledger.start_compensation(effect, log)
+    compensate_effect(run, effect, log, sequence=0)
     return True
 
 
-def finish_compensation(run: Run, effect: Effect, log: EventLog, *, ok: bool, error: Any = None) -> None:
-    """One compensation ended; schedule the next or end the run as failed."""
-    now = timezone.now()
-    if ok:
-        Effect.objects.filter(pk=effect.pk).update(status=EffectStatus.COMPENSATED, compensated_at=now)
-        log.add(EventKind.COMPENSATION_DONE, state_name=effect.state_name, key=effect.key)
-    else:
-        Effect.objects.filter(pk=effect.pk).update(status=EffectStatus.COMPENSATION_FAILED, error=error)
-        log.add(EventKind.COMPENSATION_FAILED, state_name=effect.state_name, key=effect.key, error=error)
-    if not schedule_next_compensation(run, log):
-        finish_run(run, log, RunStatus.FAILED)
+def compensate_effect(run: Run, effect: Effect, log: EventLog, *, sequence: int) -> StepAttempt:
+    """A compensation attempt for ``effect``; ``sequence`` counts operator retries (fresh retry budget)."""
+    return new_attempt(run, log, state_name=effect.state_name, sequence=sequence, queue=effect.queue,
+                       input=effect.result, kind=AttemptKind.COMPENSATION, effect_id=effect.pk)
 
+
+def finish_compensation(run: Run, effect: Effect, log: EventLog, *, ok: bool, error: Any = None,
+                        attempt: StepAttempt | None = None) -> None:
+    """One compensation ended: go on with the saga, or (it failed) pause for an operator."""
+    if ok:
+        ledger.end_compensation(effect, log, ok=True)
+        continue_saga(run, log)
+        return
+    ledger.end_compensation(effect, log, ok=False, error=error)
+    pause_run(run, log, PauseReason.COMPENSATION_FAILED, attempt, key=effect.key, effect=effect.pk)
+
+
+def continue_saga(run: Run, log: EventLog) -> None:
+    if not schedule_next_compensation(run, log):
+        _end_failed(run, log)
+
+
+def end_saga_past_deadline(run: Run, log: EventLog) -> None:
+    """The saga ran past its own deadline: what is left undone is marked so, and the run ends."""
+    stop_active_attempts(run, log, "compensation deadline passed")
+    left = Effect.objects.filter(run=run, status__in=(EffectStatus.CONFIRMED, EffectStatus.COMPENSATING,
+                                                      EffectStatus.COMPENSATION_FAILED)).exclude(compensate="")
+    for effect in left:
+        ledger.end_compensation(effect, log, ok=False, force=True,
+                                error=engine_error("CompensationNotDone", "the run's compensation deadline passed"))
+    if run.status == S.PAUSED:
+        resume_run(run, log, reason="compensation deadline passed")
+    _end_failed(run, log)

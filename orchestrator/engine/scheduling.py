@@ -15,7 +15,7 @@ from .claims import Claimant
 from .definition import Definition, State
 from .errors import engine_error
 from .eventlog import EventLog
-from .runstate import fail_run, finish_run
+from .runstate import fail_run, succeed_run
 
 MAX_PASS_THROUGH = 1000
 
@@ -50,7 +50,7 @@ def enter_state(
             continue
         if state.type == "succeed":
             output = guards.get_path(run.context, state.output_path) if state.output_path else run.context
-            finish_run(run, log, RunStatus.SUCCEEDED, output=output, state_name=name)
+            succeed_run(run, log, output=output, state_name=name)
             return None
         if state.type == "fail":
             error = engine_error(state.error or "Failed", state.cause or f"the run reached fail state '{name}'")

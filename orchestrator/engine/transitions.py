@@ -14,10 +14,20 @@ from typing import Any
 
 from django.db import transaction
 from django.db.models import Q
-from django.utils import timezone
 
 from ..conf import ratchet_setting
-from ..models import AttemptKind, AttemptStatus, Effect, EventKind, FailureMode, Run, RunStatus, StepAttempt
+from ..models import (
+    AttemptKind,
+    AttemptStatus,
+    Effect,
+    EventKind,
+    FailureMode,
+    PauseReason,
+    Run,
+    RunStatus,
+    StepAttempt,
+)
+from . import clock
 from .attempts import first_deadline, retry_attempt
 from .claims import Claim, Claimant, Usage
 from .definition import definition_for_version
@@ -25,7 +35,7 @@ from .dispatch import dispatch_on_commit
 from .errors import engine_error
 from .eventlog import EventLog
 from .retry import RetryRule, error_matches, next_retry_delay
-from .runstate import fail_run, finish_compensation, finish_run, save_run
+from .runstate import fail_run, finish_compensation, pause_run, save_run, succeed_run
 from .scheduling import enter_state
 
 FAILED_STATUSES = (AttemptStatus.FAILED, AttemptStatus.TIMED_OUT)
@@ -54,7 +64,7 @@ def visit_attempts(run: Run, attempt: StepAttempt, *statuses: str) -> int:
 
 def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
     """Compare-and-set scheduled -> running with a lease. None: not ours to run (yet)."""
-    now = timezone.now()
+    now = clock.now()
     token = uuid.uuid4()
     with transaction.atomic():
         attempt = StepAttempt.objects.select_related("run__version").filter(pk=attempt_id).first()
@@ -96,8 +106,8 @@ def _charge(run: Run, usage: Usage) -> None:
     run.cost_used += usage.cost
 
 
-def _budget_breach(run: Run, claim: Claim) -> str | None:
-    budgets = claim.definition.budgets
+def _budget_breach(run: Run, definition: Any) -> str | None:
+    budgets = definition.budgets
     if budgets.max_tokens is not None and run.tokens_used > budgets.max_tokens:
         return f"token budget of {budgets.max_tokens} exceeded ({run.tokens_used} used)"
     if budgets.max_cost is not None and float(run.cost_used) > budgets.max_cost:
@@ -110,7 +120,7 @@ def complete_attempt(claim: Claim, output: Any, usage: Usage, claimant: Claimant
 
     Returns the next attempt when this worker claimed it inline (same queue, no delay).
     """
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         run = lock_run(claim.attempt.run_id)
         log = EventLog(run)
@@ -127,18 +137,15 @@ def complete_attempt(claim: Claim, output: Any, usage: Usage, claimant: Claimant
                 duration_ms=round((now - attempt.claimed_at).total_seconds() * 1000, 2))
         next_attempt = None
         if attempt.kind == AttemptKind.COMPENSATION:
-            finish_compensation(run, Effect.objects.get(pk=attempt.effect_id), log, ok=True)
+            finish_compensation(run, Effect.objects.get(pk=attempt.effect_id), log, ok=True, attempt=attempt)
         elif run.status == RunStatus.RUNNING:
             state = claim.state
             if state.type == "task":
                 run.context[state.context_key] = output
-            breach = _budget_breach(run, claim)
-            if breach:
-                log.add(EventKind.BUDGET_EXCEEDED, attempt, reason=breach)
-                fail_run(run, log, engine_error("BudgetExceeded", breach), FailureMode.COST_EXPLOSION,
-                         state_name=state.name)
+            if _over_budget(run, claim.definition, attempt, log):
+                next_attempt = None
             elif state.end:
-                finish_run(run, log, RunStatus.SUCCEEDED, output=output, state_name=state.name)
+                succeed_run(run, log, output=output, state_name=state.name)
             else:
                 next_attempt = enter_state(run, claim.definition, state.next, log, claimant=claimant)
         save_run(run)
@@ -149,10 +156,22 @@ def complete_attempt(claim: Claim, output: Any, usage: Usage, claimant: Claimant
     return None
 
 
+def _over_budget(run: Run, definition: Any, attempt: StepAttempt, log: EventLog) -> bool:
+    """Checked whenever usage is recorded (success or failure), before anything is scheduled."""
+    breach = _budget_breach(run, definition)
+    if breach is None or run.status != RunStatus.RUNNING:
+        return False
+    log.add(EventKind.BUDGET_EXCEEDED, attempt, reason=breach)
+    fail_run(run, log, engine_error("BudgetExceeded", breach), FailureMode.COST_EXPLOSION,
+             state_name=attempt.state_name, cause=attempt)
+    return True
+
+
 def fail_attempt(claim: Claim, error: dict[str, Any], failure_mode: str, usage: Usage,
                  status: str = AttemptStatus.FAILED) -> None:
-    """A handler failed (or timed out): retry, catch, or fail the run, in one transaction."""
-    now = timezone.now()
+    """A handler failed (or timed out): retry, catch, or fail the run, in one transaction.
+    A failure that breaks a budget fails the run at once: no retry spends more."""
+    now = clock.now()
     with transaction.atomic():
         run = lock_run(claim.attempt.run_id)
         log = EventLog(run)
@@ -162,27 +181,38 @@ def fail_attempt(claim: Claim, error: dict[str, Any], failure_mode: str, usage: 
             log.flush()
             return
         _charge(run, usage)
-        handle_failure(run, claim.attempt, error, failure_mode, log, status=status)
+        if claim.attempt.kind == AttemptKind.STEP and _budget_breach(run, claim.definition):
+            kind = EventKind.STEP_TIMED_OUT if status == AttemptStatus.TIMED_OUT else EventKind.STEP_FAILED
+            log.add(kind, claim.attempt, error=error, failure_mode=failure_mode)
+            _over_budget(run, claim.definition, claim.attempt, log)
+        else:
+            handle_failure(run, claim.attempt, error, failure_mode, log, status=status)
         save_run(run)
         log.flush()
 
 
 def handle_failure(run: Run, attempt: StepAttempt, error: dict[str, Any], failure_mode: str, log: EventLog,
-                   status: str = AttemptStatus.FAILED) -> None:
-    """Retry per the state's policy, else follow a matching catch, else fail the run."""
+                   status: str = AttemptStatus.FAILED, retryable: bool = True) -> None:
+    """Retry per the state's policy, else follow a matching catch, else fail the run.
+
+    ``retryable=False``: the retry rules do not apply (a step that lost its worker too often
+    must not be retried by a ``*`` rule forever).
+    """
     kind = EventKind.STEP_TIMED_OUT if status == AttemptStatus.TIMED_OUT else EventKind.STEP_FAILED
     log.add(kind, attempt, error=error, failure_mode=failure_mode)
     definition = definition_for_version(run.version)
     is_compensation = attempt.kind == AttemptKind.COMPENSATION
     rules = COMPENSATION_RETRY if is_compensation else definition.state(attempt.state_name).retry
     failures = visit_attempts(run, attempt, *FAILED_STATUSES)
-    delay = next_retry_delay(rules, error, failures)
+    delay = next_retry_delay(rules, error, failures) if retryable else None
     if delay is not None and run.status in (RunStatus.RUNNING, RunStatus.COMPENSATING):
         log.add(EventKind.STEP_RETRIED, attempt, delay_seconds=round(delay, 3), failures=failures)
         retry_attempt(run, attempt, log, delay=delay)
         return
     if is_compensation:
-        finish_compensation(run, Effect.objects.get(pk=attempt.effect_id), log, ok=False, error=error)
+        if run.status == RunStatus.COMPENSATING:
+            finish_compensation(run, Effect.objects.get(pk=attempt.effect_id), log, ok=False, error=error,
+                                attempt=attempt)
         return
     if run.status != RunStatus.RUNNING:
         return
@@ -193,12 +223,12 @@ def handle_failure(run: Run, attempt: StepAttempt, error: dict[str, Any], failur
             log.add(EventKind.STEP_CAUGHT, attempt, next=rule.next, error_type=error.get("type"))
             enter_state(run, definition, rule.next, log)
             return
-    fail_run(run, log, error, failure_mode, state_name=state.name)
+    fail_run(run, log, error, failure_mode, state_name=state.name, cause=attempt)
 
 
 def pause_for_effect(claim: Claim, error: dict[str, Any], effect_key: str) -> None:
     """An uncertain effect: the attempt fails and the run waits for an operator's decision."""
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         run = lock_run(claim.attempt.run_id)
         log = EventLog(run)
@@ -210,15 +240,18 @@ def pause_for_effect(claim: Claim, error: dict[str, Any], effect_key: str) -> No
         log.add(EventKind.STEP_FAILED, claim.attempt, error=error,
                 failure_mode=FailureMode.DUPLICATE_SIDE_EFFECT)
         if run.status == RunStatus.RUNNING:
-            run.status = RunStatus.PAUSED
-            log.add(EventKind.RUN_PAUSED, claim.attempt, reason="uncertain_effect", key=effect_key)
+            pause_run(run, log, PauseReason.UNCERTAIN_EFFECT, claim.attempt, key=effect_key)
         save_run(run)
         log.flush()
 
 
 def recover_lost(attempt_id: int, now: Any = None) -> bool:
-    """A running attempt whose lease expired: mark it lost and resume the step elsewhere."""
-    now = now or timezone.now()
+    """A running attempt whose lease expired: mark it lost and resume the step elsewhere.
+
+    Losses count toward MAX_RESUMES_PER_STEP whatever the retry rules say; past it the step
+    (or compensation) fails as ``lost_progress`` without a retry.
+    """
+    now = now or clock.now()
     with transaction.atomic():
         run = lock_run_of(attempt_id)
         if run is None:
@@ -234,7 +267,9 @@ def recover_lost(attempt_id: int, now: Any = None) -> bool:
         lost = visit_attempts(run, attempt, AttemptStatus.LOST)
         if lost > ratchet_setting("MAX_RESUMES_PER_STEP"):
             error = engine_error("Lost", f"the step's worker was lost {lost} times; giving up")
-            handle_failure(run, attempt, error, FailureMode.LOST_PROGRESS, log, status=AttemptStatus.LOST)
+            StepAttempt.objects.filter(pk=attempt_id).update(error=error, failure_mode=FailureMode.LOST_PROGRESS)
+            handle_failure(run, attempt, error, FailureMode.LOST_PROGRESS, log, status=AttemptStatus.LOST,
+                           retryable=False)
         elif run.status in (RunStatus.RUNNING, RunStatus.COMPENSATING):
             resumed = retry_attempt(run, attempt, log, resumed=True)
             run.resume_count += 1
@@ -246,7 +281,7 @@ def recover_lost(attempt_id: int, now: Any = None) -> bool:
 
 def time_out_attempt(attempt_id: int, now: Any = None) -> bool:
     """A running attempt past its timeout (or heartbeat timeout) whose worker did not stop it."""
-    now = now or timezone.now()
+    now = now or clock.now()
     with transaction.atomic():
         run = lock_run_of(attempt_id)
         if run is None:
@@ -268,7 +303,7 @@ def time_out_attempt(attempt_id: int, now: Any = None) -> bool:
 def redispatch(attempt_id: int, seen_dispatched_at: Any, reason: str = "job lost") -> bool:
     """Dispatch a scheduled attempt: a timer that came due (never dispatched yet), or one whose
     job is gone. Compare-and-set on ``dispatched_at``, so two sweepers at once dispatch it once."""
-    now = timezone.now()
+    now = clock.now()
     with transaction.atomic():
         attempt = StepAttempt.objects.filter(
             Q(dispatched_at=seen_dispatched_at), pk=attempt_id, status=AttemptStatus.SCHEDULED

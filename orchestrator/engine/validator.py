@@ -13,7 +13,8 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from . import guards
-from .definition import build_definition
+from .definition import Definition, build_definition
+from .errors import DefinitionError
 from .schema import BUILT_STATE_TYPES, DEFINITION_SCHEMA, PLANNED_STATE_TYPES
 
 
@@ -33,6 +34,8 @@ class Finding:
 
 
 _schema_validator = Draft202012Validator(DEFINITION_SCHEMA)
+# Budget keys the schema knows but no state type enforces yet.
+UNENFORCED_BUDGETS = ("max_depth",)
 
 
 def _schema_findings(doc: Any) -> list[Finding]:
@@ -101,6 +104,11 @@ def validate(doc: Any, known_handlers: set[str] | None = None) -> list[Finding]:
         known_handlers = handler_names()
     definition = build_definition(doc)
     states = definition.states
+    for name in UNENFORCED_BUDGETS:
+        if getattr(definition.budgets, name) is not None:
+            findings.append(Finding(
+                "unenforced_budget", f"budgets.{name} is not enforced yet (it comes with agent handoffs); "
+                "remove it, so the definition promises nothing the engine does not keep"))
     if definition.start_at not in states:
         findings.append(Finding(
             "unknown_start", f"start_at names '{definition.start_at}', which is not a state; "
@@ -166,6 +174,14 @@ def validate(doc: Any, known_handlers: set[str] | None = None) -> list[Finding]:
             "cycle_without_budget", "this state is on a cycle but the workflow has no step budget; "
             "set budgets.max_steps so a looping run stops", loop))
     return findings
+
+
+def parse_definition(doc: Any, known_handlers: set[str] | None = None) -> Definition:
+    """Validate a document and return its typed form; raise DefinitionError with findings."""
+    findings = [f for f in validate(doc, known_handlers) if f.severity == "error"]
+    if findings:
+        raise DefinitionError(findings)
+    return build_definition(doc)
 
 
 def _reachable_many(starts: list[str], edges: dict[str, list[str]]) -> set[str]:

@@ -6,6 +6,7 @@ from typing import Any
 
 from rq.worker import SimpleWorker, Worker
 
+from . import workers
 from .executor import WARM_SHUTDOWN
 from .sweeper import SweeperThread
 
@@ -19,12 +20,18 @@ class SweepingMixin:
         super().request_stop(signum, frame)  # type: ignore[misc]
 
     def work(self, *args: Any, **kwargs: Any) -> bool:
-        sweeper = SweeperThread()
+        name, queues = self.name, self.queue_names()  # type: ignore[attr-defined]
+        sweeper = SweeperThread(beat=lambda: workers.beat(name, queues))
         sweeper.start()
         try:
             return super().work(*args, **kwargs)  # type: ignore[misc]
         finally:
             sweeper.stop()
+            sweeper.join(timeout=5)
+            try:
+                workers.gone(name)
+            except Exception:  # the database may be what stopped us; the record then just ages out
+                pass
 
 
 class RatchetWorker(SweepingMixin, SimpleWorker):

@@ -11,9 +11,8 @@ from django.db import transaction
 
 from ..models import Workflow, WorkflowVersion
 from ..models.workflows import content_hash
-from .definition import parse_definition
 from .errors import DefinitionError, WorkflowNotFound
-from .validator import Finding
+from .validator import Finding, parse_definition
 
 
 def load_document(text: str, filename: str = "") -> dict[str, Any]:

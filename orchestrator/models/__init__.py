@@ -1,6 +1,7 @@
 from .effects import Effect, EffectStatus
 from .events import Event, EventKind
-from .runs import AttemptKind, AttemptStatus, FailureMode, Run, RunStatus, StepAttempt
+from .runs import AttemptKind, AttemptStatus, FailureMode, PauseReason, Run, RunStatus, StepAttempt
+from .workers import WorkerBeat
 from .workflows import Workflow, WorkflowVersion
 
 __all__ = [
@@ -11,9 +12,11 @@ __all__ = [
     "Event",
     "EventKind",
     "FailureMode",
+    "PauseReason",
     "Run",
     "RunStatus",
     "StepAttempt",
+    "WorkerBeat",
     "Workflow",
     "WorkflowVersion",
 ]

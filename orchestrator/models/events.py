@@ -36,6 +36,10 @@ class EventKind(models.TextChoices):
     EFFECT_UNCERTAIN = "effect_uncertain", "Effect uncertain"
     EFFECT_RETRIED = "effect_retried", "Uncertain effect retried"
     EFFECT_DECIDED = "effect_decided", "Uncertain effect decided"
+    EFFECT_CHECKED = "effect_checked", "Uncertain effect checked downstream"
+    EFFECT_LATE_RESULT = "effect_late_result", "Late effect result (fenced)"
+    EFFECT_DUPLICATED = "effect_duplicated", "Effect executed twice"
+    EFFECT_REFUSED = "effect_refused", "Effect refused"
     COMPENSATION_STARTED = "compensation_started", "Compensation started"
     COMPENSATION_DONE = "compensation_done", "Compensation done"
     COMPENSATION_FAILED = "compensation_failed", "Compensation failed"
@@ -43,6 +47,7 @@ class EventKind(models.TextChoices):
     APPROVAL_REQUESTED = "approval_requested", "Approval requested"
     APPROVAL_DECIDED = "approval_decided", "Approval decided"
     THROTTLED = "throttled", "Throttled"
+    QUEUE_UNSERVED = "queue_unserved", "No live worker reads the queue"
 
 
 class AppendOnlyError(Exception):

@@ -25,6 +25,14 @@ class RunStatus(models.TextChoices):
 
 
 TERMINAL_RUN_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+ACTIVE_RUN_STATUSES = frozenset(
+    {RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.COMPENSATING}
+)
+
+
+class PauseReason(models.TextChoices):
+    UNCERTAIN_EFFECT = "uncertain_effect", "An effect may or may not have happened"
+    COMPENSATION_FAILED = "compensation_failed", "A compensation failed"
 
 
 class FailureMode(models.TextChoices):
@@ -53,6 +61,11 @@ class Run(models.Model):
     output = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)
     failure_mode = models.CharField(max_length=32, choices=FailureMode.choices, blank=True)
+    failed_attempt = models.ForeignKey(
+        "orchestrator.StepAttempt", null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The attempt whose failure failed the run: a redrive restarts its visit.",
+    )
+    pause_reason = models.CharField(max_length=32, choices=PauseReason.choices, blank=True)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     started_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -13,6 +13,7 @@ from orchestrator.demo import sink
 from orchestrator.engine.claims import Usage
 from orchestrator.engine.errors import InvalidTransition
 from orchestrator.engine.executor import run_attempt
+from orchestrator.engine.ledger import step_scope
 from orchestrator.engine.runs import cancel_run, decide_effect, redrive_run, start_run
 from orchestrator.engine.sweeper import sweep
 from orchestrator.engine.transitions import claim_attempt, complete_attempt, recover_lost
@@ -198,7 +199,8 @@ def pause_on_uncertain_effect() -> tuple[Run, Effect]:
     chain("pay", ("pay", task("test.effect_with_pause")), ("after", task("demo.noop")))
     run, _ = start_run("pay")
     claim = claim_attempt(run.attempts.get().pk, "doomed")
-    Effect.objects.create(run=run, key="payment", state_name="pay", attempt=claim.attempt, executions=1,
+    Effect.objects.create(run=run, key="payment", scope=step_scope(claim.attempt), state_name="pay",
+                          sequence=claim.attempt.sequence, attempt=claim.attempt, executions=1,
                           intent_at=timezone.now())
     StepAttempt.objects.filter(pk=claim.attempt.pk).update(lease_expires_at=timezone.now() - timedelta(seconds=1))
     assert recover_lost(claim.attempt.pk)
@@ -246,7 +248,7 @@ def test_a_run_past_its_deadline_fails_as_timeout():
     assert run.attempts.get().status == AttemptStatus.CANCELLED
 
 
-def test_an_effect_whose_function_raised_is_run_again_on_retry():
+def test_an_effect_refused_downstream_is_run_again_on_retry():
     chain("flaky_effect", ("pay", task("test.effect_fails_first", retry=[{"max_attempts": 2,
                                                                          "interval_seconds": 0}])))
     run = drain(start_run("flaky_effect")[0])
@@ -255,7 +257,7 @@ def test_an_effect_whose_function_raised_is_run_again_on_retry():
     assert effect.status == EffectStatus.CONFIRMED and effect.executions == 2
     assert sink.deliveries(effect.idempotency_key) == 1
     failed = Event.objects.get(run=run, kind=EventKind.EFFECT_FAILED)
-    assert failed.data["error"]["type"] == "ConnectionError"
+    assert failed.data["error"]["type"] == "EffectNotDone" and failed.data["outcome"] == "not done"
 
 
 def test_an_effect_with_a_non_json_result_is_confirmed_then_fails_the_step():

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.demo import sink
-from orchestrator.sdk import StepContext, handler
+from orchestrator.sdk import EffectNotDone, StepContext, handler
 
 
 def count_execution(ctx: StepContext) -> None:
@@ -80,11 +80,14 @@ def not_json(ctx: StepContext) -> object:
 
 @handler("test.effect_fails_first")
 def effect_fails_first(ctx: StepContext) -> dict[str, Any]:
-    """The downstream call fails on the first try (the effect did not happen), then works."""
+    """The downstream call fails on the first try, then works. ``args.refused``: the failure
+    is a definite refusal (EffectNotDone); otherwise a timeout whose outcome is unknown."""
 
     def call(key: str) -> dict[str, Any]:
         if ctx.attempt_number == 1:
-            raise ConnectionError("downstream refused the call")
+            if ctx.args.get("refused", True):
+                raise EffectNotDone("downstream refused the call")
+            raise TimeoutError("no answer from downstream; the request may have arrived")
         return sink.deliver(key, "payment", {})
 
     return ctx.effect("payment", call)

@@ -11,12 +11,12 @@ import pytest
 import yaml
 
 from orchestrator.demo import WORKFLOWS_DIR
-from orchestrator.engine.definition import Definition, parse_definition
+from orchestrator.engine.definition import Definition
 from orchestrator.engine.errors import DefinitionError
 from orchestrator.engine.registry import handler_names
 from orchestrator.engine.retry import RetryRule
 from orchestrator.engine.schema import BUILT_STATE_TYPES
-from orchestrator.engine.validator import Finding, validate
+from orchestrator.engine.validator import Finding, parse_definition, validate
 
 pytestmark = pytest.mark.engine
 
