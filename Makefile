@@ -29,7 +29,7 @@ bench: $(STAMP)
 	DATABASE_URL="$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ratchet_bench}" $(PY) manage.py bench
 
 chaos: $(STAMP)
-	$(PY) manage.py chaos --runs 200 --workers 3 --kill-every 2 --flush-redis-every 15
+	$(PY) manage.py chaos --strict --runs 200 --workers 3 --kill-every 2 --pause-every 5 --flush-redis-every 15
 
 lint: $(STAMP)
 	$(PY) -m ruff check .

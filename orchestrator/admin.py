@@ -13,7 +13,7 @@ from django.http import HttpRequest
 
 from .engine.errors import RatchetError
 from .engine.runs import cancel_run, redrive_run
-from .models import Effect, Event, Run, StepAttempt, Workflow, WorkflowVersion
+from .models import Effect, Event, Run, StepAttempt, WorkerBeat, Workflow, WorkflowVersion
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -117,7 +117,12 @@ class EventAdmin(ReadOnlyAdmin):
 
 @admin.register(Effect)
 class EffectAdmin(ReadOnlyAdmin):
-    list_display = ["key", "run", "state_name", "status", "executions", "dedup_hits", "downstream_idempotent",
-                    "confirmed_at"]
-    list_filter = ["status"]
+    list_display = ["key", "run", "scope", "status", "executions", "duplicates", "unknown_retries", "dedup_hits",
+                    "downstream_idempotent", "confirmed_at"]
+    list_filter = ["status", "downstream_idempotent"]
     search_fields = ["key", "run__id"]
+
+
+@admin.register(WorkerBeat)
+class WorkerBeatAdmin(ReadOnlyAdmin):
+    list_display = ["name", "queues", "started_at", "last_seen_at"]

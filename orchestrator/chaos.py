@@ -1,5 +1,12 @@
-"""The chaos check: real workers SIGKILLed at random and Redis flushed under load, then the
-sink (outside the engine) is checked for duplicate deliveries and the database for lost runs.
+"""The chaos check: real workers SIGKILLed and SIGSTOPped at random and Redis flushed under
+load; paused runs decided the way an operator would; then the sink (outside the engine) is
+compared with what the engine itself reports.
+
+It can fail. With ``strict`` the sink deduplicates nothing, and the demo's three effects
+cover the three ways an unknown outcome is handled: the charge is checked downstream
+(``check``), the shipment passes its key downstream (retried), the e-mail can do neither
+(the run pauses for an operator). A key the sink received twice that the engine neither
+counted nor showed is a *silent* duplicate, and fails the check.
 """
 
 from __future__ import annotations
@@ -7,20 +14,36 @@ from __future__ import annotations
 import random
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from django.db.models import Count, Q
 
+from .conf import ratchet_setting
 from .demo import sink
 from .engine.dispatch import redis_connection
+from .engine.errors import InvalidTransition
 from .engine.reconnect import with_db_retry
-from .engine.runs import start_run
-from .models import Effect, Run, RunStatus
+from .engine.runs import decide_effect, start_run
+from .models import Effect, EffectStatus, Event, EventKind, Run, RunStatus
 from .models.runs import TERMINAL_RUN_STATUSES
 from .processes import WorkerPool
 
 EFFECT_KEYS = ("charge", "shipment", "email")
+
+
+@dataclass
+class ChaosOptions:
+    runs: int = 200
+    workers: int = 3
+    kill_every: float = 2.0
+    flush_every: float | None = None
+    pause_every: float | None = None
+    strict: bool = False
+    timeout: float = 900
+    pack_seconds: float = 0.5
+    effect_seconds: float = 0.2
 
 
 @dataclass
@@ -29,84 +52,160 @@ class ChaosResult:
     succeeded: int
     failed: int
     resumed: int
-    duplicate_effects: int
+    paused: int
+    duplicate_effects: int  # keys the sink received more than once
+    silent_duplicates: int  # ...of which the engine neither counted nor showed
+    engine_duplicates: int  # keys the engine counted as executed twice
+    possible_duplicates: int  # keys the engine retried after an execution of unknown outcome
+    misreported: int  # keys the engine counted as duplicates that the sink received once
     lost_runs: int
     missing_effects: int
-    kills: int
-    flushes: int
-    ledger_reexecutions: int
-    dedup_hits: int
     seconds: float
+    kills: int = 0
+    freezes: int = 0
+    flushes: int = 0
+    decisions: Counter = field(default_factory=Counter)
+    dedup_hits: int = 0
 
     @property
     def passed(self) -> bool:
-        return (self.succeeded == self.runs and self.duplicate_effects == 0 and self.lost_runs == 0
-                and self.missing_effects == 0)
+        """Every run succeeded, none was lost, every duplicate the sink saw is one the engine
+        reports (counted, or shown as a retry of an unknown outcome) and every duplicate the
+        engine counted really happened."""
+        return (self.succeeded == self.runs and self.silent_duplicates == 0 and self.lost_runs == 0
+                and self.misreported == 0 and self.missing_effects == 0)
+
+    def details(self) -> str:
+        decided = ",".join(f"{k}:{v}" for k, v in sorted(self.decisions.items())) or "none"
+        return (f"chaos: kills={self.kills} freezes={self.freezes} redis_flushes={self.flushes} "
+                f"operator_decisions={decided} engine_duplicates={self.engine_duplicates} "
+                f"possible_duplicates={self.possible_duplicates} misreported={self.misreported} "
+                f"missing_effects={self.missing_effects} ledger_dedup_hits={self.dedup_hits}")
 
     def summary(self) -> str:
         return (f"chaos: runs={self.runs} succeeded={self.succeeded} failed={self.failed} resumed={self.resumed} "
-                f"duplicate_effects={self.duplicate_effects} lost_runs={self.lost_runs} seconds={self.seconds:.1f}")
+                f"paused={self.paused} duplicate_effects={self.duplicate_effects} "
+                f"silent_duplicates={self.silent_duplicates} lost_runs={self.lost_runs} seconds={self.seconds:.1f}")
 
 
-def demo_order(batch: str, index: int, pack_seconds: float) -> dict:
+def demo_order(batch: str, index: int, pack_seconds: float, effect_seconds: float = 0.0) -> dict:
     """Orders of varying size: about a third take the fraud-check branch (total >= 500)."""
     rng = random.Random(index)
     items = [{"sku": f"SKU-{rng.randint(1, 50)}", "qty": rng.randint(1, 3), "price": rng.choice([5, 40, 120, 260])}
              for _ in range(rng.randint(1, 4))]
     return {"order_id": f"chaos-{batch}-{index}", "customer": f"customer{index}@example.com", "items": items,
-            "pack_seconds": pack_seconds}
+            "pack_seconds": pack_seconds, "effect_seconds": effect_seconds}
 
 
-def run_chaos(
-    runs: int,
-    workers: int,
-    kill_every: float,
-    flush_every: float | None = None,
-    timeout: float = 900,
-    pack_seconds: float = 0.5,
-    say: Callable[[str], None] = print,
-) -> ChaosResult:
-    batch = uuid.uuid4().hex[:8]
-    rng = random.Random()
-    pool = WorkerPool()
-    kills = flushes = 0
-    started = time.monotonic()
-    try:
-        pool.start(workers)
-        run_ids = [start_run("order_fulfilment", demo_order(batch, i, pack_seconds),
-                             idempotency_key=f"chaos-{batch}-{i}")[0].pk for i in range(runs)]
-        say(f"chaos: started {runs} runs (batch {batch}) on {workers} workers")
-        next_kill = started + kill_every
-        next_flush = started + flush_every if flush_every else None
-        next_report = started + 5
-        remaining = runs
-        while remaining and time.monotonic() - started < timeout:
-            now = time.monotonic()
-            if now >= next_kill:
-                victims = pool.alive()
-                if victims:
-                    pool.kill(rng.choice(victims))
-                    pool.spawn()
-                    kills += 1
-                next_kill = now + kill_every
-            if next_flush is not None and now >= next_flush:
-                redis_connection().flushdb()
-                flushes += 1
-                next_flush = now + flush_every
-            if now >= next_report:
-                say(f"chaos: t={now - started:.0f}s finished={runs - remaining}/{runs} kills={kills} "
-                    f"flushes={flushes}")
-                next_report = now + 5
-            time.sleep(0.2)
-            remaining = with_db_retry(
-                lambda: Run.objects.filter(pk__in=run_ids).exclude(status__in=TERMINAL_RUN_STATUSES).count()
-            )
-    finally:
-        pool.stop()
-    return _tally(run_ids, kills, flushes, time.monotonic() - started)
+def decide_like_an_operator(run_ids: list) -> Counter:
+    """For each paused run: look the uncertain effect's key up at the sink, then say it
+    "happened" (with what the sink has) or "retry"; retry a failed compensation."""
+    decisions: Counter = Counter()
+    paused = Effect.objects.filter(run_id__in=run_ids, run__status=RunStatus.PAUSED,
+                                   status__in=(EffectStatus.UNCERTAIN, EffectStatus.COMPENSATION_FAILED))
+    for effect in paused:
+        if effect.status == EffectStatus.UNCERTAIN:
+            seen = sink.lookup(effect.idempotency_key)
+            decision, result = ("happened", seen) if seen else ("retry", None)
+        else:
+            decision, result = "retry", None
+        try:
+            decide_effect(effect.pk, decision, result=result)
+        except InvalidTransition:
+            continue  # moved on meanwhile (decided, or its run ended)
+        decisions[decision] += 1
+    return decisions
 
 
-def _tally(run_ids: list, kills: int, flushes: int, seconds: float) -> ChaosResult:
+class _Chaos:
+    def __init__(self, options: ChaosOptions, say: Callable[[str], None]):
+        self.o = options
+        self.say = say
+        self.rng = random.Random()
+        env = {"RATCHET_SINK_STRICT": "1"} if options.strict else {}
+        self.pool = WorkerPool(env=env)
+        self.frozen: dict[int, tuple[object, float]] = {}  # pid -> (process, thaw at)
+        self.freeze_for = ratchet_setting("LEASE_SECONDS") * 1.5 + ratchet_setting("SWEEP_INTERVAL_SECONDS")
+        self.kills = self.freezes = self.flushes = 0
+        self.decisions: Counter = Counter()
+
+    def kill_one(self) -> None:
+        victims = self.pool.alive()
+        if victims:
+            victim = self.rng.choice(victims)
+            self.frozen.pop(victim.pid, None)
+            self.pool.kill(victim)
+            self.pool.spawn()
+            self.kills += 1
+
+    def freeze_one(self) -> None:
+        awake = [p for p in self.pool.alive() if p.pid not in self.frozen]
+        if len(awake) > 1:  # keep one worker awake, or nothing moves
+            victim = self.rng.choice(awake)
+            self.pool.freeze(victim)
+            self.frozen[victim.pid] = (victim, time.monotonic() + self.freeze_for)
+            self.freezes += 1
+
+    def thaw_due(self, now: float) -> None:
+        for pid, (process, at) in list(self.frozen.items()):
+            if now >= at:
+                self.pool.thaw(process)  # type: ignore[arg-type]
+                del self.frozen[pid]
+
+    def run(self) -> ChaosResult:
+        o = self.o
+        batch = uuid.uuid4().hex[:8]
+        started = time.monotonic()
+        run_ids: list = []
+        try:
+            self.pool.start(o.workers)
+            run_ids = [start_run("order_fulfilment", demo_order(batch, i, o.pack_seconds, o.effect_seconds),
+                                 idempotency_key=f"chaos-{batch}-{i}")[0].pk for i in range(o.runs)]
+            self.say(f"chaos: started {o.runs} runs (batch {batch}) on {o.workers} workers"
+                     f"{' with a strict sink' if o.strict else ''}")
+            timers = {"kill": started + o.kill_every,
+                      "flush": started + o.flush_every if o.flush_every else None,
+                      "freeze": started + o.pause_every if o.pause_every else None,
+                      "report": started + 5}
+            remaining = o.runs
+            while remaining and time.monotonic() - started < o.timeout:
+                now = time.monotonic()
+                self.thaw_due(now)
+                self.pool.replace_dead()  # as run_workers does: a worker that died on its own comes back
+                if now >= timers["kill"]:
+                    self.kill_one()
+                    timers["kill"] = now + o.kill_every
+                if timers["freeze"] is not None and now >= timers["freeze"]:
+                    self.freeze_one()
+                    timers["freeze"] = now + o.pause_every  # type: ignore[operator]
+                if timers["flush"] is not None and now >= timers["flush"]:
+                    redis_connection().flushdb()
+                    self.flushes += 1
+                    timers["flush"] = now + o.flush_every  # type: ignore[operator]
+                self.decisions += with_db_retry(lambda: decide_like_an_operator(run_ids))
+                if now >= timers["report"]:
+                    self.say(f"chaos: t={now - started:.0f}s finished={o.runs - remaining}/{o.runs} "
+                             f"kills={self.kills} freezes={self.freezes} flushes={self.flushes} "
+                             f"decisions={sum(self.decisions.values())}")
+                    timers["report"] = now + 5
+                time.sleep(0.2)
+                remaining = with_db_retry(
+                    lambda: Run.objects.filter(pk__in=run_ids).exclude(status__in=TERMINAL_RUN_STATUSES).count()
+                )
+        finally:
+            self.pool.stop()
+        result = tally(run_ids, time.monotonic() - started)
+        result.kills, result.freezes, result.flushes, result.decisions = (
+            self.kills, self.freezes, self.flushes, self.decisions)
+        return result
+
+
+def run_chaos(options: ChaosOptions, say: Callable[[str], None] = print) -> ChaosResult:
+    return _Chaos(options, say).run()
+
+
+def tally(run_ids: list, seconds: float) -> ChaosResult:
+    """Compare what the sink received with what the engine reports, key by key."""
     runs = Run.objects.filter(pk__in=run_ids)
     counts = runs.aggregate(
         succeeded=Count("pk", filter=Q(status=RunStatus.SUCCEEDED)),
@@ -114,16 +213,20 @@ def _tally(run_ids: list, kills: int, flushes: int, seconds: float) -> ChaosResu
         resumed=Count("pk", filter=Q(resume_count__gt=0)),
         lost=Count("pk", filter=~Q(status__in=TERMINAL_RUN_STATUSES)),
     )
+    paused = Event.objects.filter(run_id__in=run_ids, kind=EventKind.RUN_PAUSED).values("run_id").distinct().count()
     delivered = sink.delivery_counts()
-    keys = {effect.idempotency_key: effect.run_id
-            for effect in Effect.objects.filter(run_id__in=run_ids, key__in=EFFECT_KEYS)}
-    duplicates = sum(1 for key in keys if delivered.get(key, 0) > 1)
+    effects = list(Effect.objects.filter(run_id__in=run_ids, key__in=EFFECT_KEYS))
+    received_twice = {e.idempotency_key for e in effects if delivered.get(e.idempotency_key, 0) > 1}
+    counted = {e.idempotency_key for e in effects if e.duplicates > 0}
+    possible = {e.idempotency_key for e in effects if e.unknown_retries > 0}
     succeeded_ids = set(runs.filter(status=RunStatus.SUCCEEDED).values_list("pk", flat=True))
-    missing = sum(1 for key, run_id in keys.items() if run_id in succeeded_ids and delivered.get(key, 0) == 0)
-    effects = Effect.objects.filter(run_id__in=run_ids)
+    recorded = Counter(e.run_id for e in effects if e.run_id in succeeded_ids
+                       and delivered.get(e.idempotency_key, 0) > 0)
+    missing = sum(len(EFFECT_KEYS) - recorded[run_id] for run_id in succeeded_ids)
     return ChaosResult(
         runs=len(run_ids), succeeded=counts["succeeded"], failed=counts["failed"], resumed=counts["resumed"],
-        duplicate_effects=duplicates, lost_runs=counts["lost"], missing_effects=missing, kills=kills,
-        flushes=flushes, ledger_reexecutions=effects.filter(executions__gt=1).count(),
-        dedup_hits=sum(effects.values_list("dedup_hits", flat=True)), seconds=seconds,
+        paused=paused, duplicate_effects=len(received_twice),
+        silent_duplicates=len(received_twice - counted - possible), engine_duplicates=len(counted),
+        possible_duplicates=len(possible), misreported=len(counted - received_twice), lost_runs=counts["lost"],
+        missing_effects=missing, seconds=seconds, dedup_hits=sum(e.dedup_hits for e in effects),
     )

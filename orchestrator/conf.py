@@ -9,6 +9,7 @@
 | MAX_RESUMES_PER_STEP | 20 | lost attempts of one step before the step fails as lost |
 | INLINE_CHAIN_LIMIT | 200 | steps a worker runs back to back for one run before going through RQ |
 | COMPENSATION_DEADLINE_SECONDS | 3600 | how long a failing run's saga may take; then what is left is marked |
+| COMPENSATION_MAX_ATTEMPTS | 5 | tries of one compensation (backoff from 1 s) before the run pauses for a person |
 | WORKER_SILENT_SECONDS | 30 | a worker not seen for this long no longer counts as reading its queues |
 | SINK_PATH | var/sink.sqlite3 | the demo delivery sink (outside the engine's database) |
 """
@@ -28,6 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_RESUMES_PER_STEP": 20,
     "INLINE_CHAIN_LIMIT": 200,
     "COMPENSATION_DEADLINE_SECONDS": 3600.0,
+    "COMPENSATION_MAX_ATTEMPTS": 5,
     "WORKER_SILENT_SECONDS": 30.0,
     "SINK_PATH": None,
 }

@@ -75,9 +75,17 @@ class WorkerPool:
         process.wait()
         self.processes.remove(process)
 
+    def freeze(self, process: subprocess.Popen) -> None:
+        """SIGSTOP the worker (and its children): a zombie that will wake up later."""
+        _signal(process, signal.SIGSTOP, group=True)
+
+    def thaw(self, process: subprocess.Popen) -> None:
+        _signal(process, signal.SIGCONT, group=True)
+
     def stop(self, timeout: float = 10) -> None:
         """Warm shutdown of every worker at once, then SIGKILL for any still running."""
         for process in self.alive():
+            _signal(process, signal.SIGCONT, group=True)  # a frozen worker cannot hear SIGTERM
             _signal(process, signal.SIGTERM, group=True)
         for process in self.processes:
             stop_process(process, timeout, group=True)

@@ -104,8 +104,8 @@ def workers(worker_env) -> Iterator[Callable[..., object]]:
 
     pools: list[WorkerPool] = []
 
-    def start(count: int = 1, **kwargs: object) -> WorkerPool:
-        pool = WorkerPool(env=worker_env, **kwargs)
+    def start(count: int = 1, extra_env: dict[str, str] | None = None, **kwargs: object) -> WorkerPool:
+        pool = WorkerPool(env={**worker_env, **(extra_env or {})}, **kwargs)
         pool.start(count)
         pools.append(pool)
         return pool

@@ -6,7 +6,7 @@ import hashlib
 import time
 from typing import Any
 
-from ..sdk import StepContext, handler
+from ..sdk import NOT_FOUND, StepContext, handler
 from . import sink
 
 
@@ -56,14 +56,36 @@ def refund_payment(result: dict[str, Any], idempotency_key: str) -> None:
     sink.deliver(f"{idempotency_key}-refund", "refund", result, idempotency_key=f"{idempotency_key}-refund")
 
 
+def slow_delivery(ctx: StepContext, kind: str, payload: dict[str, Any], **options: Any) -> Any:
+    """Deliver at the sink the way a remote API answers: the request takes a while to arrive
+    and its answer a while to come back (``input.effect_seconds``, 0 by default), so a crash
+    can land before the delivery or after it, the two cases an effects ledger must tell apart."""
+    latency = float(ctx.input.get("effect_seconds", 0)) / 2
+
+    def call(key: str) -> Any:
+        time.sleep(latency)
+        receipt = sink.deliver(key, kind, payload, **options)
+        time.sleep(latency)
+        return receipt
+
+    return call
+
+
+def find_delivery(idempotency_key: str) -> Any:
+    """The ``check`` of an effect: ask the sink whether it has the key (as payment APIs allow)."""
+    return sink.lookup(idempotency_key) or NOT_FOUND
+
+
 @handler("demo.charge_payment")
 def charge_payment(ctx: StepContext) -> dict[str, Any]:
+    """Not idempotent downstream, but the payment API can be asked: an unknown outcome is
+    resolved by ``check``, without an operator."""
     amount = ctx.context["validate"]["total"]
     receipt = ctx.effect(
         "charge",
-        lambda key: sink.deliver(key, "charge", {"amount": amount}, idempotency_key=key),
+        slow_delivery(ctx, "charge", {"amount": amount}),
         compensate=refund_payment,
-        idempotent=True,
+        check=find_delivery,
     )
     return {"charged": amount, "delivery": receipt["delivery"]}
 
@@ -81,10 +103,11 @@ def pack_order(ctx: StepContext) -> dict[str, Any]:
 
 @handler("demo.ship_order")
 def ship_order(ctx: StepContext) -> dict[str, Any]:
+    """The carrier honours the idempotency key: a retry after a crash is safe."""
     parcels = ctx.context["pack"]["parcels"]
     label = ctx.effect(
         "shipment",
-        lambda key: sink.deliver(key, "shipment", {"parcels": parcels}, idempotency_key=key),
+        lambda key: slow_delivery(ctx, "shipment", {"parcels": parcels}, idempotency_key=key)(key),
         idempotent=True,
     )
     return {"tracking": f"TRK{label['delivery']:08d}"}
@@ -92,12 +115,12 @@ def ship_order(ctx: StepContext) -> dict[str, Any]:
 
 @handler("demo.notify_customer")
 def notify_customer(ctx: StepContext) -> dict[str, Any]:
+    """The mail relay neither honours keys nor answers lookups: after a crash inside it, the
+    run pauses until an operator says whether the e-mail went out."""
     tracking = ctx.context.get("ship", {}).get("tracking")
     ctx.effect(
         "email",
-        lambda key: sink.deliver(key, "email", {"to": ctx.input.get("customer"), "tracking": tracking},
-                                 idempotency_key=key),
-        idempotent=True,
+        slow_delivery(ctx, "email", {"to": ctx.input.get("customer"), "tracking": tracking}),
     )
     return {"notified": ctx.input.get("customer")}
 

@@ -3,12 +3,17 @@
 It lives outside the engine's database and transactions (its own SQLite file, autocommit),
 and records every request it receives, so duplicate deliveries are counted at the sink,
 not inferred from the engine's ledger. Like real payment APIs it honours an idempotency
-key when the caller sends one: a repeated key is recorded as a replay, not delivered again.
+key when the caller sends one (a repeated key is recorded as a replay, not delivered
+again), and it can be asked whether a key was delivered (``lookup``: what ``check`` uses).
+
+Strict (``RATCHET_SINK_STRICT=1``, what ``chaos --strict`` sets): it deduplicates nothing,
+so every request is a delivery and a broken ledger shows up as a key delivered twice.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -50,12 +55,17 @@ def _rows(sql: str, params: tuple = (), path: str | None = None) -> list[tuple]:
         conn.close()
 
 
+def strict() -> bool:
+    return os.environ.get("RATCHET_SINK_STRICT", "").strip().lower() in {"1", "true", "yes", "on"}
+
+
 def deliver(key: str, kind: str, payload: Any, *, idempotency_key: str | None = None) -> dict[str, Any]:
-    """Record one request. With an idempotency key seen before, replay instead of delivering."""
+    """Record one request. With an idempotency key seen before, replay instead of delivering
+    (unless the sink is strict: then every request is delivered)."""
     conn = _connect()
     try:
         conn.execute("BEGIN IMMEDIATE")
-        if idempotency_key:
+        if idempotency_key and not strict():
             row = conn.execute(
                 "SELECT id FROM requests WHERE key = ? AND outcome = 'delivered' ORDER BY id LIMIT 1",
                 (key,),
@@ -71,6 +81,13 @@ def deliver(key: str, kind: str, payload: Any, *, idempotency_key: str | None = 
         return {"delivery": cursor.lastrowid, "replayed": False}
     finally:
         conn.close()
+
+
+def lookup(key: str, path: str | None = None) -> dict[str, Any] | None:
+    """The first delivery under ``key``, as ``deliver`` reported it, or None: what a payment
+    API's "look up by idempotency key" answers."""
+    rows = _rows("SELECT id FROM requests WHERE key = ? AND outcome = 'delivered' ORDER BY id LIMIT 1", (key,), path)
+    return {"delivery": rows[0][0], "replayed": False} if rows else None
 
 
 def stats(path: str | None = None) -> dict[str, int]:

@@ -103,6 +103,9 @@ def redrive_run(run_id: Any, user: Any = None) -> Run:
             raise InvalidTransition(f"only failed runs can be redriven; this one is {run.status}")
         if run.effects.filter(status=EffectStatus.COMPENSATED).exists():
             raise InvalidTransition("this run's effects were compensated; start a new run instead")
+        if run.failure_mode == FailureMode.COST_EXPLOSION:
+            raise InvalidTransition("the run used up its budget; redriving would exceed it again "
+                                    "(publish a version with a larger budget and start a new run)")
         failed = run.failed_attempt
         if failed is None:
             raise InvalidTransition(

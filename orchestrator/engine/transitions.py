@@ -39,7 +39,10 @@ from .runstate import fail_run, finish_compensation, pause_run, save_run, succee
 from .scheduling import enter_state
 
 FAILED_STATUSES = (AttemptStatus.FAILED, AttemptStatus.TIMED_OUT)
-COMPENSATION_RETRY = (RetryRule(errors=("*",), max_attempts=5, interval_seconds=1.0),)
+
+
+def compensation_retry() -> tuple[RetryRule, ...]:
+    return (RetryRule(errors=("*",), max_attempts=ratchet_setting("COMPENSATION_MAX_ATTEMPTS"), interval_seconds=1.0),)
 
 
 def lock_run(run_id: Any) -> Run:
@@ -163,7 +166,7 @@ def _over_budget(run: Run, definition: Any, attempt: StepAttempt, log: EventLog)
         return False
     log.add(EventKind.BUDGET_EXCEEDED, attempt, reason=breach)
     fail_run(run, log, engine_error("BudgetExceeded", breach), FailureMode.COST_EXPLOSION,
-             state_name=attempt.state_name, cause=attempt)
+             state_name=attempt.state_name)
     return True
 
 
@@ -202,7 +205,7 @@ def handle_failure(run: Run, attempt: StepAttempt, error: dict[str, Any], failur
     log.add(kind, attempt, error=error, failure_mode=failure_mode)
     definition = definition_for_version(run.version)
     is_compensation = attempt.kind == AttemptKind.COMPENSATION
-    rules = COMPENSATION_RETRY if is_compensation else definition.state(attempt.state_name).retry
+    rules = compensation_retry() if is_compensation else definition.state(attempt.state_name).retry
     failures = visit_attempts(run, attempt, *FAILED_STATUSES)
     delay = next_retry_delay(rules, error, failures) if retryable else None
     if delay is not None and run.status in (RunStatus.RUNNING, RunStatus.COMPENSATING):

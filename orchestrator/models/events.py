@@ -39,7 +39,6 @@ class EventKind(models.TextChoices):
     EFFECT_CHECKED = "effect_checked", "Uncertain effect checked downstream"
     EFFECT_LATE_RESULT = "effect_late_result", "Late effect result (fenced)"
     EFFECT_DUPLICATED = "effect_duplicated", "Effect executed twice"
-    EFFECT_REFUSED = "effect_refused", "Effect refused"
     COMPENSATION_STARTED = "compensation_started", "Compensation started"
     COMPENSATION_DONE = "compensation_done", "Compensation done"
     COMPENSATION_FAILED = "compensation_failed", "Compensation failed"

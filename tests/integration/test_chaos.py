@@ -1,8 +1,10 @@
-"""The chaos command at CI scale: real workers SIGKILLed every 2 s and Redis flushed."""
+"""The chaos command at CI scale: real workers SIGKILLed and SIGSTOPped, Redis flushed, a
+strict sink that deduplicates nothing, paused runs decided as an operator would."""
 
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -13,15 +15,21 @@ from orchestrator.processes import MANAGE
 pytestmark = [pytest.mark.engine, pytest.mark.integration, pytest.mark.chaos]
 
 
-def test_chaos_ends_with_every_run_succeeded_and_no_duplicate_effect(worker_env):
+def figures(line: str) -> dict[str, str]:
+    return dict(re.findall(r"(\w+)=(\S+)", line))
+
+
+def test_strict_chaos_ends_with_every_run_succeeded_and_no_silent_duplicate(worker_env):
     result = subprocess.run(
-        [sys.executable, MANAGE, "chaos", "--runs", "40", "--workers", "2", "--kill-every", "2",
-         "--flush-redis-every", "10", "--timeout", "240", "--pack-seconds", "0.3"],
+        [sys.executable, MANAGE, "chaos", "--strict", "--runs", "60", "--workers", "3", "--kill-every", "1.5",
+         "--pause-every", "3", "--flush-redis-every", "5", "--timeout", "240", "--pack-seconds", "0.5"],
         env={**os.environ, **worker_env}, capture_output=True, text=True, timeout=300,
     )
-    last = result.stdout.strip().splitlines()[-1]
-    print(result.stdout[-3000:])
-    assert last.startswith("chaos: runs=40 succeeded=40 failed=0 "), last
-    assert " duplicate_effects=0 lost_runs=0 " in last, last
+    print(result.stdout[-3000:], result.stderr[-3000:])
+    lines = result.stdout.strip().splitlines()
+    summary, details = figures(lines[-1]), figures(lines[-2])
+    assert lines[-1].startswith("chaos: runs=60 succeeded=60 failed=0 "), lines[-1]
+    assert summary["silent_duplicates"] == "0" and summary["lost_runs"] == "0", lines[-1]
+    assert details["misreported"] == "0" and details["missing_effects"] == "0", lines[-2]
+    assert int(details["kills"]) > 0 and int(details["freezes"]) > 0 and int(details["redis_flushes"]) > 0
     assert result.returncode == 0
-    assert "redis_flushes=0" not in result.stdout and "kills=0 " not in result.stdout

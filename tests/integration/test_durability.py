@@ -149,7 +149,7 @@ def test_recovery_on_two_workers_at_once_resumes_each_attempt_once(transactional
     workers(2)
     for attempt_id in lost_ids:
         run = finished(StepAttempt.objects.get(pk=attempt_id).run, timeout=40)
-        assert run.status == RunStatus.SUCCEEDED
+        assert run.status == RunStatus.SUCCEEDED, (run.error, list(run.events.values_list("kind", "data")))
         assert sink.requests(f"exec-{run.pk}-work", sink_path) == 1  # no attempt ran twice
 
 

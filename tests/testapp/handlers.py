@@ -3,6 +3,8 @@ database), so a test can count how many times a step really ran."""
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -96,3 +98,50 @@ def effect_fails_first(ctx: StepContext) -> dict[str, Any]:
 @handler("test.effect_not_json")
 def effect_not_json(ctx: StepContext) -> object:
     return ctx.effect("odd", lambda key: {"at": object()})
+
+
+@handler("test.swallows_uncertain")
+def swallows_uncertain(ctx: StepContext) -> dict[str, Any]:
+    """A handler that catches everything, including the engine's "this effect is uncertain"."""
+
+    def no_answer(key: str) -> None:
+        raise TimeoutError("no answer from downstream")
+
+    try:
+        ctx.effect("payment", no_answer)
+    except Exception:
+        pass
+    return {"carried_on": True}
+
+
+def undo_unless_flag(result: dict[str, Any], idempotency_key: str) -> None:
+    """A compensation that fails until the flag file named in the run's input exists."""
+    flag = sink.lookup(f"{idempotency_key}-flag")
+    if flag is None:
+        raise ConnectionError("the refund service is down")
+    sink.deliver(f"{idempotency_key}-undo", "undo", result)
+
+
+@handler("test.charge_with_fragile_undo")
+def charge_with_fragile_undo(ctx: StepContext) -> dict[str, Any]:
+    return ctx.effect("charge", lambda k: sink.deliver(k, "charge", {}), compensate=undo_unless_flag)
+
+
+@handler("test.spend_and_fail")
+def spend_and_fail(ctx: StepContext) -> None:
+    ctx.usage(tokens=int(ctx.args.get("tokens", 400)))
+    raise RuntimeError("the model answered nonsense")
+
+
+@handler("test.unstorable")
+def unstorable(ctx: StepContext) -> dict[str, Any]:
+    """Outputs JSON that SQLite takes and PostgreSQL's jsonb refuses."""
+    values = {"nan": float("nan"), "nul": "a\x00b", "surrogate": "\ud800"}
+    return {"answer": {"value": values[ctx.args["kind"]]}}
+
+
+@handler("test.kills_its_worker")
+def kills_its_worker(ctx: StepContext) -> None:
+    """A poison step: it takes its worker down every time (a segfaulting library, an OOM kill)."""
+    count_execution(ctx)
+    os.kill(os.getpid(), signal.SIGKILL)

@@ -451,3 +451,9 @@ def test_every_semantic_finding_names_a_state_and_how_to_fix_it(findings_for, ma
     for finding in found:
         assert finding.state in doc["states"], finding
         assert any(word in finding.message for word in fixes), finding
+
+
+def test_a_budget_nothing_enforces_yet_is_refused(make_doc):
+    doc = make_doc(first=task("done"), done=SUCCEED, budgets={"max_steps": 5, "max_depth": 3})
+    finding = only(validate(doc), "unenforced_budget", None)
+    assert "max_depth" in finding.message and "remove it" in finding.message
