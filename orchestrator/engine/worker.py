@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from django.db import DatabaseError
 from rq.worker import SimpleWorker, Worker
 
 from . import workers
 from .executor import WARM_SHUTDOWN
 from .sweeper import SweeperThread
+
+logger = logging.getLogger("ratchet.worker")
 
 
 class SweepingMixin:
@@ -30,8 +34,8 @@ class SweepingMixin:
             sweeper.join(timeout=5)
             try:
                 workers.gone(name)
-            except Exception:  # the database may be what stopped us; the record then just ages out
-                pass
+            except DatabaseError:  # the database may be what stopped us; the record then just ages out
+                logger.warning("could not remove worker %s from the database", name, exc_info=True)
 
 
 class RatchetWorker(SweepingMixin, SimpleWorker):
