@@ -32,7 +32,7 @@ from .errors import engine_error
 from .eventlog import EventLog
 from .runstate import end_saga_past_deadline, fail_run, is_failing, save_run
 from .transitions import lock_run, recover_lost, redispatch, time_out_attempt
-from .workers import live_queues
+from .workers import forget_silent, live_queues
 
 logger = logging.getLogger("ratchet.sweeper")
 BATCH = 200
@@ -91,6 +91,7 @@ def sweep() -> SweepReport:
     late = Run.objects.filter(status__in=ACTIVE_RUN_STATUSES, deadline_at__lt=now)
     for run_id in late.values_list("pk", flat=True)[:BATCH]:
         report.runs_timed_out += fail_past_deadline(run_id, now)
+    forget_silent(now)
     return report
 
 

@@ -26,6 +26,11 @@ def gone(name: str) -> None:
     WorkerBeat.objects.filter(name=name).delete()
 
 
+def forget_silent(now: datetime, hours: float = 24) -> int:
+    """Drop the rows of workers not heard from for ``hours`` (killed ones never say goodbye)."""
+    return WorkerBeat.objects.filter(last_seen_at__lt=now - timedelta(hours=hours)).delete()[0]
+
+
 def alive(now: datetime | None = None) -> list[WorkerBeat]:
     since = (now or clock.now()) - timedelta(seconds=ratchet_setting("WORKER_SILENT_SECONDS"))
     return list(WorkerBeat.objects.filter(last_seen_at__gte=since))

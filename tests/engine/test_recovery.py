@@ -18,6 +18,7 @@ from orchestrator.engine.errors import InvalidTransition
 from orchestrator.engine.executor import run_attempt
 from orchestrator.engine.runs import decide_effect, redrive_run, start_run
 from orchestrator.engine.sweeper import sweep
+from orchestrator.engine.transitions import claim_attempt
 from orchestrator.engine.workers import beat
 from orchestrator.engine.workflows import publish
 from orchestrator.models import (
@@ -35,6 +36,7 @@ from orchestrator.models import (
 )
 
 from ..workflows import chain, task
+from .test_ledger import lose_lease
 from .test_transitions import drain, pause_on_uncertain_effect
 
 pytestmark = [pytest.mark.engine, pytest.mark.django_db(transaction=True)]
@@ -154,6 +156,20 @@ def test_an_uncertain_decision_is_refused_for_a_failed_compensation():
     run, effect = failed_compensation()
     with pytest.raises(InvalidTransition, match="retry, done, accept"):
         decide_effect(effect.pk, "happened")
+
+
+def test_a_compensation_that_keeps_losing_its_worker_pauses_for_an_operator(settings):
+    settings.RATCHET = {**settings.RATCHET, "MAX_RESUMES_PER_STEP": 1}
+    chain("lost_undo", ("charge", task("test.charge_with_compensation")), ("explode", task("test.fail")))
+    run, _ = start_run("lost_undo")
+    run_attempt(run.attempts.get().pk)  # charged, then exploded: the saga schedules the undo
+    for _ in range(2):  # the undo's worker dies twice
+        undo = run.attempts.get(kind=AttemptKind.COMPENSATION, status=AttemptStatus.SCHEDULED)
+        lose_lease(claim_attempt(undo.pk, "doomed"))
+    run.refresh_from_db()
+    assert run.status == RunStatus.PAUSED and run.pause_reason == PauseReason.COMPENSATION_FAILED
+    effect = Effect.objects.get(run=run)
+    assert effect.status == EffectStatus.COMPENSATION_FAILED and effect.error["type"] == "Lost"
 
 
 # --- deadlines cover every status that is not terminal ----------------------------------------------

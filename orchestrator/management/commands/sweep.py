@@ -10,5 +10,5 @@ class Command(BaseCommand):
         report = sweep()
         self.stdout.write(
             f"resumed={report.resumed} timed_out={report.timed_out} "
-            f"redispatched={report.redispatched} runs_timed_out={report.runs_timed_out}"
+            f"redispatched={report.redispatched} runs_timed_out={report.runs_timed_out} unserved={report.unserved}"
         )
