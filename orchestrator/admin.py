@@ -13,7 +13,7 @@ from django.http import HttpRequest
 
 from .engine.errors import RatchetError
 from .engine.runs import cancel_run, redrive_run
-from .models import Effect, Event, Run, StepAttempt, WorkerBeat, Workflow, WorkflowVersion
+from .models import Effect, Event, Fork, Line, Run, StepAttempt, WorkerBeat, Workflow, WorkflowVersion
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -63,6 +63,11 @@ class AttemptInline(ReadOnlyInline):
               "error"]
 
 
+class LineInline(ReadOnlyInline):
+    model = Line
+    fields = ["path", "status", "position", "finished_at", "error"]
+
+
 @admin.register(Run)
 class RunAdmin(ReadOnlyAdmin):
     list_display = ["id", "workflow", "version", "status", "failure_mode", "steps_used", "resume_count",
@@ -70,7 +75,7 @@ class RunAdmin(ReadOnlyAdmin):
     list_filter = ["status", "failure_mode", "workflow"]
     search_fields = ["id", "idempotency_key"]
     date_hierarchy = "created_at"
-    inlines = [AttemptInline]
+    inlines = [LineInline, AttemptInline]
     actions = ["cancel_selected", "redrive_selected"]
 
     def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
@@ -121,6 +126,12 @@ class EffectAdmin(ReadOnlyAdmin):
                     "downstream_idempotent", "confirmed_at"]
     list_filter = ["status", "downstream_idempotent"]
     search_fields = ["key", "run__id"]
+
+
+@admin.register(Fork)
+class ForkAdmin(ReadOnlyAdmin):
+    list_display = ["path", "run", "status", "done", "failed", "needed", "total", "created_at", "joined_at"]
+    list_filter = ["status"]
 
 
 @admin.register(WorkerBeat)

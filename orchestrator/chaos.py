@@ -2,11 +2,13 @@
 load; paused runs decided the way an operator would; then the sink (outside the engine) is
 compared with what the engine itself reports.
 
-It can fail. With ``strict`` the sink deduplicates nothing, and the demo's three effects
-cover the three ways an unknown outcome is handled: the charge is checked downstream
-(``check``), the shipment passes its key downstream (retried), the e-mail can do neither
-(the run pauses for an operator). A key the sink received twice that the engine neither
-counted nor showed is a *silent* duplicate, and fails the check.
+It can fail. With ``strict`` the sink deduplicates nothing, and the demo's effects cover the
+three ways an unknown outcome is handled: the order pipeline's charge (and the research
+workers' search calls) are checked downstream (``check``), the shipment passes its key
+downstream (retried), the e-mail (and the research answer) can do neither (the run pauses for
+an operator). A key the sink received twice that the engine neither counted nor showed is a
+*silent* duplicate, and fails the check. ``workflow`` picks the demo: ``order_fulfilment``
+(a pipeline) or ``research`` (supervisor/worker: kills and freezes land during fan-out).
 """
 
 from __future__ import annotations
@@ -30,11 +32,10 @@ from .models import Effect, EffectStatus, Event, EventKind, Run, RunStatus
 from .models.runs import TERMINAL_RUN_STATUSES
 from .processes import WorkerPool
 
-EFFECT_KEYS = ("charge", "shipment", "email")
-
 
 @dataclass
 class ChaosOptions:
+    workflow: str = "order_fulfilment"
     runs: int = 200
     workers: int = 3
     kill_every: float = 2.0
@@ -95,6 +96,38 @@ def demo_order(batch: str, index: int, pack_seconds: float, effect_seconds: floa
              for _ in range(rng.randint(1, 4))]
     return {"order_id": f"chaos-{batch}-{index}", "customer": f"customer{index}@example.com", "items": items,
             "pack_seconds": pack_seconds, "effect_seconds": effect_seconds}
+
+
+QUESTIONS = (
+    "How many business days until my refund reaches the card?",
+    "Do you ship express to Austria?",
+    "How do I return a damaged parcel?",
+    "Can business customers add a VAT number at checkout?",
+    "Can I change the delivery address after ordering?",
+    "How long does shipping abroad take?",
+)
+
+
+def research_question(batch: str, index: int, options: ChaosOptions) -> dict:
+    return {"question": QUESTIONS[index % len(QUESTIONS)], "effect_seconds": options.effect_seconds}
+
+
+def order_input(batch: str, index: int, options: ChaosOptions) -> dict:
+    return demo_order(batch, index, options.pack_seconds, options.effect_seconds)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A demo workflow under chaos: how to make run N's input, and how many effects a run makes."""
+
+    make_input: Callable[[str, int, ChaosOptions], dict]
+    effects_per_run: int
+
+
+WORKLOADS = {
+    "order_fulfilment": Workload(order_input, 3),  # charge (check), shipment (key downstream), e-mail
+    "research": Workload(research_question, 4),  # three search calls (check) in parallel, the answer
+}
 
 
 def decide_like_an_operator(run_ids: list) -> Counter:
@@ -159,9 +192,10 @@ class _Chaos:
         run_ids: list = []
         try:
             self.pool.start(o.workers)
-            run_ids = [start_run("order_fulfilment", demo_order(batch, i, o.pack_seconds, o.effect_seconds),
+            workload = WORKLOADS[o.workflow]
+            run_ids = [start_run(o.workflow, workload.make_input(batch, i, o),
                                  idempotency_key=f"chaos-{batch}-{i}")[0].pk for i in range(o.runs)]
-            self.say(f"chaos: started {o.runs} runs (batch {batch}) on {o.workers} workers"
+            self.say(f"chaos: started {o.runs} {o.workflow} runs (batch {batch}) on {o.workers} workers"
                      f"{' with a strict sink' if o.strict else ''}")
             timers = {"kill": started + o.kill_every,
                       "flush": started + o.flush_every if o.flush_every else None,
@@ -194,7 +228,7 @@ class _Chaos:
                 )
         finally:
             self.pool.stop()
-        result = tally(run_ids, time.monotonic() - started)
+        result = tally(run_ids, time.monotonic() - started, WORKLOADS[o.workflow].effects_per_run)
         result.kills, result.freezes, result.flushes, result.decisions = (
             self.kills, self.freezes, self.flushes, self.decisions)
         return result
@@ -204,7 +238,7 @@ def run_chaos(options: ChaosOptions, say: Callable[[str], None] = print) -> Chao
     return _Chaos(options, say).run()
 
 
-def tally(run_ids: list, seconds: float) -> ChaosResult:
+def tally(run_ids: list, seconds: float, effects_per_run: int) -> ChaosResult:
     """Compare what the sink received with what the engine reports, key by key."""
     runs = Run.objects.filter(pk__in=run_ids)
     counts = runs.aggregate(
@@ -215,14 +249,14 @@ def tally(run_ids: list, seconds: float) -> ChaosResult:
     )
     paused = Event.objects.filter(run_id__in=run_ids, kind=EventKind.RUN_PAUSED).values("run_id").distinct().count()
     delivered = sink.delivery_counts()
-    effects = list(Effect.objects.filter(run_id__in=run_ids, key__in=EFFECT_KEYS))
+    effects = list(Effect.objects.filter(run_id__in=run_ids))
     received_twice = {e.idempotency_key for e in effects if delivered.get(e.idempotency_key, 0) > 1}
     counted = {e.idempotency_key for e in effects if e.duplicates > 0}
     possible = {e.idempotency_key for e in effects if e.unknown_retries > 0}
     succeeded_ids = set(runs.filter(status=RunStatus.SUCCEEDED).values_list("pk", flat=True))
     recorded = Counter(e.run_id for e in effects if e.run_id in succeeded_ids
                        and delivered.get(e.idempotency_key, 0) > 0)
-    missing = sum(len(EFFECT_KEYS) - recorded[run_id] for run_id in succeeded_ids)
+    missing = sum(effects_per_run - recorded[run_id] for run_id in succeeded_ids)
     return ChaosResult(
         runs=len(run_ids), succeeded=counts["succeeded"], failed=counts["failed"], resumed=counts["resumed"],
         paused=paused, duplicate_effects=len(received_twice),

@@ -4,6 +4,6 @@ signals an effect function or ``check`` may give the ledger."""
 from .engine.context import StepContext
 from .engine.effects import NOT_FOUND
 from .engine.errors import Cancelled, EffectNotDone
-from .engine.registry import handler
+from .engine.registry import handler, reducer
 
-__all__ = ["NOT_FOUND", "Cancelled", "EffectNotDone", "StepContext", "handler"]
+__all__ = ["NOT_FOUND", "Cancelled", "EffectNotDone", "StepContext", "handler", "reducer"]

@@ -46,6 +46,8 @@ def new_attempt(
     resumed_from: StepAttempt | None = None,
     claimant: Claimant | None = None,
     state: State | None = None,
+    branch_path: str = "",
+    line: Any = None,
 ) -> StepAttempt:
     """Create an attempt: scheduled and dispatched on commit, or claimed by ``claimant`` now."""
     now = clock.now()
@@ -53,6 +55,7 @@ def new_attempt(
     attempt = StepAttempt(
         run=run, kind=kind, state_name=state_name, sequence=sequence, attempt=attempt_no, queue=queue,
         input=input, effect_id=effect_id, resumed_from=resumed_from, scheduled_at=now, not_before=not_before,
+        branch_path=branch_path, line=line,
     )
     inline = claimant is not None and not_before is None and claimant.may_take(queue)
     if inline:
@@ -90,4 +93,5 @@ def retry_attempt(
         run, log, state_name=previous.state_name, sequence=previous.sequence, queue=previous.queue,
         attempt_no=previous.attempt + 1, input=previous.input, delay=delay, kind=previous.kind,
         effect_id=previous.effect_id, resumed_from=previous if resumed else None,
+        branch_path=previous.branch_path, line=previous.line,
     )

@@ -23,6 +23,7 @@ from .attempts import step_timeout
 from .claims import Claim, Usage
 from .effects import Check, perform_effect
 from .errors import Cancelled, EffectUncertain
+from .lines import view
 from .reconnect import with_db_retry
 
 
@@ -39,7 +40,8 @@ class StepContext:
         self.attempt_number = claim.attempt.attempt
         self.input: Any = claim.attempt.input
         self.args: dict[str, Any] = dict(state.args)
-        self.context: dict[str, Any] = claim.run.context
+        # The run's context as this step's line of execution sees it (a branch sees its own outputs).
+        self.context: dict[str, Any] = view(claim.run, claim.attempt.line)
         self.logger = logging.LoggerAdapter(
             logging.getLogger(f"ratchet.handler.{state.handler}"),
             {"run": str(self.run_id), "state": self.state_name},

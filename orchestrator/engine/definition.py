@@ -27,6 +27,38 @@ class ChoiceRule:
 
 
 @dataclass(frozen=True)
+class Branch:
+    """One branch of a parallel state: its own start and states (names unique in the definition)."""
+
+    name: str
+    start_at: str
+    states: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Join:
+    """When a parallel state's branches are joined: ``all`` of them, a ``quorum`` of ``count``
+    (the rest are cancelled), or the ``first`` ``count`` to finish."""
+
+    mode: str = "all"
+    count: int | None = None
+    timeout_seconds: float | None = None
+
+    def needed(self, total: int) -> int:
+        return total if self.mode == "all" else min(self.count or 1, total)
+
+
+@dataclass(frozen=True)
+class Reducer:
+    """How branch outputs become the parallel state's output, and what to do when they disagree."""
+
+    strategy: str = "collect"
+    handler: str | None = None
+    path: str | None = None
+    on_conflict: str = "error"
+
+
+@dataclass(frozen=True)
 class State:
     name: str
     type: str
@@ -49,6 +81,10 @@ class State:
     output_path: str | None = None
     error: str | None = None
     cause: str | None = None
+    branches: tuple[Branch, ...] = ()
+    join: Join = Join()
+    reducer: Reducer = Reducer()
+    scope: str = ""  # "" at the top level; "<parallel state>/<branch>" inside a branch
 
     @property
     def is_terminal(self) -> bool:
@@ -89,7 +125,8 @@ class Definition:
         return self.states[name]
 
 
-def build_state(name: str, raw: dict[str, Any]) -> State:
+def build_state(name: str, raw: dict[str, Any], scope: str = "", queue: str = "default") -> State:
+    join, reducer = raw.get("join") or {}, raw.get("reducer") or {}
     return State(
         name=name,
         type=raw["type"],
@@ -100,7 +137,7 @@ def build_state(name: str, raw: dict[str, Any]) -> State:
         args=dict(raw.get("args") or {}),
         input_path=raw.get("input_path"),
         result_path=raw.get("result_path"),
-        queue=raw.get("queue", "default"),
+        queue=raw.get("queue", queue),
         timeout_seconds=raw.get("timeout_seconds"),
         heartbeat_seconds=raw.get("heartbeat_seconds"),
         retry=tuple(RetryRule.from_dict(r) for r in raw.get("retry", [])),
@@ -112,7 +149,25 @@ def build_state(name: str, raw: dict[str, Any]) -> State:
         output_path=raw.get("output_path"),
         error=raw.get("error"),
         cause=raw.get("cause"),
+        branches=tuple(Branch(branch, spec["start_at"], tuple(spec["states"]))
+                       for branch, spec in (raw.get("branches") or {}).items()),
+        join=Join(join.get("mode", "all"), join.get("count"), join.get("timeout_seconds")),
+        reducer=Reducer(reducer.get("strategy", "collect"), reducer.get("handler"), reducer.get("path"),
+                        reducer.get("on_conflict", "error")),
+        scope=scope,
     )
+
+
+def collect_states(states: dict[str, Any], scope: str = "", queue: str = "default") -> list[State]:
+    """Every state of a definition, branches included, in document order (names may repeat
+    here: the validator reports duplicates; the engine needs them unique)."""
+    found = []
+    for name, raw in states.items():
+        state = build_state(name, raw, scope, queue)
+        found.append(state)
+        for branch_name, spec in (raw.get("branches") or {}).items():
+            found += collect_states(spec["states"], f"{name}/{branch_name}", spec.get("queue", queue))
+    return found
 
 
 def build_definition(doc: dict[str, Any]) -> Definition:
@@ -120,7 +175,7 @@ def build_definition(doc: dict[str, Any]) -> Definition:
     budgets = doc.get("budgets") or {}
     return Definition(
         start_at=doc["start_at"],
-        states={name: build_state(name, raw) for name, raw in doc["states"].items()},
+        states={state.name: state for state in collect_states(doc["states"])},
         budgets=Budgets(**budgets),
         timeout_seconds=doc.get("timeout_seconds"),
         topology=doc.get("topology", "pipeline"),

@@ -98,6 +98,7 @@ ENGINE_ERROR_CODES = {
     "Cancelled": "R530",
     "EffectCompensated": "R540",
     "CompensationNotDone": "R550",
+    "JoinTimeout": "R620",
 }
 
 

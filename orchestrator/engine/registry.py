@@ -41,5 +41,34 @@ def handler_names() -> set[str]:
     return set(_HANDLERS)
 
 
+ReducerFn = Callable[[dict[str, Any]], Any]
+_REDUCERS: dict[str, ReducerFn] = {}
+
+
+def reducer(name: str) -> Callable[[ReducerFn], ReducerFn]:
+    """Register ``fn(outputs) -> merged`` as a custom reducer of parallel states. ``outputs``
+    maps each joined branch's name to its output, in the definition's branch order."""
+
+    def register(fn: ReducerFn) -> ReducerFn:
+        existing = _REDUCERS.get(name)
+        if existing is not None and existing.__qualname__ != fn.__qualname__:
+            raise ValueError(f"reducer name {name!r} is already registered by {existing.__module__}")
+        _REDUCERS[name] = fn
+        return fn
+
+    return register
+
+
+def get_reducer(name: str) -> ReducerFn:
+    try:
+        return _REDUCERS[name]
+    except KeyError:
+        raise HandlerNotFound(f"no reducer is registered under {name!r}") from None
+
+
+def reducer_names() -> set[str]:
+    return set(_REDUCERS)
+
+
 def autodiscover() -> None:
     autodiscover_modules("handlers")

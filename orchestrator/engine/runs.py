@@ -17,6 +17,8 @@ from ..models import (
     Event,
     EventKind,
     FailureMode,
+    Line,
+    LineStatus,
     PauseReason,
     Run,
     RunStatus,
@@ -144,11 +146,14 @@ def decide_effect(effect_id: int, decision: str, user: Any = None, result: Any =
         effect = Effect.objects.get(pk=effect_id)
         run = lock_run(effect.run_id)
         effect.refresh_from_db()
-        if run.status != RunStatus.PAUSED:
+        log = EventLog(run, actor=user)
+        branch = _paused_branch(run, effect)
+        if branch is not None and effect.status == EffectStatus.UNCERTAIN:
+            _decide_in_branch(run, effect, branch, decision, log, user, result)
+        elif run.status != RunStatus.PAUSED:
             raise InvalidTransition(f"effect {effect.key!r} is {effect.status} and its run is {run.status}; "
                                     "nothing to decide")
-        log = EventLog(run, actor=user)
-        if effect.status == EffectStatus.UNCERTAIN and run.pause_reason == PauseReason.UNCERTAIN_EFFECT:
+        elif effect.status == EffectStatus.UNCERTAIN and run.pause_reason == PauseReason.UNCERTAIN_EFFECT:
             _decide_uncertain(run, effect, decision, log, user, result)
         elif effect.status == EffectStatus.COMPENSATION_FAILED and run.pause_reason == PauseReason.COMPENSATION_FAILED:
             _decide_compensation(run, effect, decision, log, user)
@@ -157,6 +162,33 @@ def decide_effect(effect_id: int, decision: str, user: Any = None, result: Any =
         save_run(run)
         log.flush()
     return effect
+
+
+def _paused_branch(run: Run, effect: Effect) -> StepAttempt | None:
+    """The attempt of a paused branch that waits on this effect, if a branch (not the run) waits."""
+    paused = (Event.objects.filter(run=run, kind=EventKind.BRANCH_PAUSED, data__key=effect.key)
+              .select_related("attempt__line").order_by("-id").first())
+    if paused is None or paused.attempt is None or paused.attempt.line is None:
+        return None
+    return paused.attempt if paused.attempt.line.status == LineStatus.PAUSED else None
+
+
+def _decide_in_branch(run: Run, effect: Effect, paused: StepAttempt, decision: str, log: EventLog, user: Any,
+                      result: Any) -> None:
+    """Only the branch waited: it goes on (or, to compensate, the run fails and undoes it)."""
+    if decision not in UNCERTAIN_DECISIONS:
+        raise InvalidTransition(f"an uncertain effect is decided with {', '.join(UNCERTAIN_DECISIONS)}, "
+                                f"not {decision!r}")
+    ledger.decide_uncertain(effect, decision, log, user, result)
+    line = paused.line
+    Line.objects.filter(pk=line.pk, status=LineStatus.PAUSED).update(status=LineStatus.RUNNING)
+    line.status = LineStatus.RUNNING
+    log.add(EventKind.BRANCH_RESUMED, paused, decision=decision, branch=line.path)
+    if decision == "compensate":
+        error = engine_error("EffectCompensated", f"operator chose to compensate uncertain effect {effect.key!r}")
+        fail_run(run, log, error, FailureMode.DUPLICATE_SIDE_EFFECT, state_name=effect.state_name, cause=paused)
+    else:
+        retry_attempt(run, paused, log)
 
 
 def _paused_attempt(run: Run) -> StepAttempt | None:

@@ -30,6 +30,10 @@ from ..models import (
     EffectStatus,
     Event,
     EventKind,
+    Fork,
+    ForkStatus,
+    Line,
+    LineStatus,
     PauseReason,
     Run,
     RunStatus,
@@ -66,7 +70,11 @@ def is_failing(run: Run) -> bool:
 
 
 def stop_active_attempts(run: Run, log: EventLog, reason: str) -> list[StepAttempt]:
-    """Fence every active attempt: a worker still running one will have its result discarded."""
+    """Fence every active attempt (a worker still running one will have its result discarded)
+    and stop every line of execution still under way."""
+    Line.objects.filter(run=run, status__in=(LineStatus.RUNNING, LineStatus.PAUSED)).update(
+        status=LineStatus.CANCELLED, finished_at=clock.now())
+    Fork.objects.filter(run=run, status=ForkStatus.OPEN).update(status=ForkStatus.CANCELLED)
     active = list(run.attempts.filter(status__in=ACTIVE_ATTEMPT_STATUSES))
     if active:
         StepAttempt.objects.filter(pk__in=[a.pk for a in active], status__in=ACTIVE_ATTEMPT_STATUSES).update(

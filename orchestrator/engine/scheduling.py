@@ -1,20 +1,41 @@
-"""Scheduling: what happens when a run enters a state. Runs inside a transition's transaction.
+"""Scheduling: what happens when a line of execution enters a state. Runs inside a
+transition's transaction, with the run's row locked.
 
 Task and wait states become step attempts; choice, succeed and fail states are resolved at
-once, in the same transaction, and leave events.
+once and leave events; a parallel state forks one line per branch. A branch that ends
+counts toward its fork's join, in the same transaction as its last checkpoint, so the last
+branch to finish (and only it) joins: the reducer merges the joined branches' outputs, the
+rest are cancelled, and the parent line goes on.
 """
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from django.db import connection
 
-from ..models import EventKind, FailureMode, Run, RunStatus, StepAttempt
-from . import guards
+from ..models import (
+    AttemptStatus,
+    EventKind,
+    FailureMode,
+    Fork,
+    ForkStatus,
+    Line,
+    LineStatus,
+    Run,
+    StepAttempt,
+)
+from ..models.runs import ACTIVE_ATTEMPT_STATUSES
+from . import clock, guards
 from .attempts import new_attempt
 from .claims import Claimant
 from .definition import Definition, State
-from .errors import engine_error
+from .errors import engine_error, error_payload
 from .eventlog import EventLog
+from .lines import is_live, store, view
+from .reducers import AggregationConflict, reduce_outputs
+from .retry import error_matches
 from .runstate import fail_run, succeed_run
 
 MAX_PASS_THROUGH = 1000
@@ -27,15 +48,17 @@ def enter_state(
     log: EventLog,
     *,
     claimant: Claimant | None = None,
+    line: Line | None = None,
 ) -> StepAttempt | None:
-    """The run moves into state ``name`` (a new visit). Returns the attempt created, if any.
+    """The line (the main line if None) moves into state ``name`` (a new visit). Returns the
+    attempt created, if any (claimed inline when ``claimant`` may take it).
 
-    Requires the run's row lock. Choice, succeed and fail are resolved here, in a loop, so a
-    chain of choices costs no trip through a worker.
+    Choice, succeed and fail are resolved here, in a loop, so a chain of choices costs no
+    trip through a worker.
     """
     assert connection.in_atomic_block
     for _ in range(MAX_PASS_THROUGH):
-        if run.status != RunStatus.RUNNING:
+        if not is_live(run, line):
             return None
         state = definition.state(name)
         budget = definition.budgets.max_steps
@@ -45,35 +68,189 @@ def enter_state(
             fail_run(run, log, error, FailureMode.COST_EXPLOSION)
             return None
         run.steps_used += 1
+        if line is not None:
+            line.position = name
+            Line.objects.filter(pk=line.pk).update(position=name)
         if state.type == "choice":
-            name = _choose(run, state, log)
+            name = _choose(run, line, state, log)
             continue
         if state.type == "succeed":
-            output = guards.get_path(run.context, state.output_path) if state.output_path else run.context
-            succeed_run(run, log, output=output, state_name=name)
+            seen = view(run, line)
+            output = guards.get_path(seen, state.output_path) if state.output_path else seen
+            end_line(run, definition, line, output, log, state_name=name)
             return None
         if state.type == "fail":
             error = engine_error(state.error or "Failed", state.cause or f"the run reached fail state '{name}'")
-            fail_run(run, log, error, FailureMode.REJECTED, state_name=name)
+            fail_line(run, definition, line, error, FailureMode.REJECTED, log, state_name=name)
             return None
+        path = line.path if line is not None else ""
+        if state.type == "parallel":
+            return open_fork(run, definition, state, log, claimant=claimant, line=line)
         if state.type == "wait":
             seconds = state.seconds
             if seconds is None:
-                value = guards.get_path(run.context, state.seconds_path)
+                value = guards.get_path(view(run, line), state.seconds_path)
                 seconds = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
             log.add(EventKind.WAIT_STARTED, state_name=name, seconds=seconds)
             return new_attempt(run, log, state_name=name, sequence=run.steps_used, queue=state.queue,
-                               delay=max(seconds, 0.0), claimant=claimant)
-        task_input = guards.get_path(run.context, state.input_path or "input")
+                               delay=max(seconds, 0.0), claimant=claimant, branch_path=path, line=line)
+        task_input = guards.get_path(view(run, line), state.input_path or "input")
         return new_attempt(run, log, state_name=name, sequence=run.steps_used, queue=state.queue,
-                           input=task_input, claimant=claimant, state=state)
+                           input=task_input, claimant=claimant, state=state, branch_path=path, line=line)
     raise RuntimeError(f"more than {MAX_PASS_THROUGH} choice states in a row; the definition loops")
 
 
-def _choose(run: Run, state: State, log: EventLog) -> str:
+def _choose(run: Run, line: Line | None, state: State, log: EventLog) -> str:
+    seen = view(run, line)
     for index, rule in enumerate(state.choices):
-        if guards.evaluate(rule.condition, run.context):
+        if guards.evaluate(rule.condition, seen):
             log.add(EventKind.CHOICE_TAKEN, state_name=state.name, next=rule.next, rule=index)
             return rule.next
     log.add(EventKind.CHOICE_TAKEN, state_name=state.name, next=state.default, rule="default")
     return state.default  # type: ignore[return-value]
+
+
+def go_on(run: Run, definition: Definition, state: State, output: Any, log: EventLog, *,
+          line: Line | None, claimant: Claimant | None = None) -> StepAttempt | None:
+    """A state of ``line`` completed with ``output``: end the line, or enter the next state."""
+    if state.end:
+        end_line(run, definition, line, output, log, state_name=state.name)
+        return None
+    return enter_state(run, definition, state.next, log, claimant=claimant, line=line)  # type: ignore[arg-type]
+
+
+def end_line(run: Run, definition: Definition, line: Line | None, output: Any, log: EventLog,
+             state_name: str = "") -> None:
+    """A line reached its end: the main line succeeds the run; a branch counts toward its join."""
+    if line is None:
+        succeed_run(run, log, output=output, state_name=state_name)
+        return
+    line.status, line.output, line.finished_at = LineStatus.SUCCEEDED, output, clock.now()
+    line.save(update_fields=["status", "output", "finished_at"])
+    log.add(EventKind.BRANCH_FINISHED, state_name=state_name, branch=line.path, outcome="succeeded")
+    fork = Fork.objects.get(pk=line.fork_id)
+    fork.done += 1
+    fork.save(update_fields=["done"])
+    if fork.status == ForkStatus.OPEN and fork.done >= fork.needed:
+        join(run, definition, fork, log)
+
+
+def fail_line(run: Run, definition: Definition, line: Line | None, error: dict[str, Any], failure_mode: str,
+              log: EventLog, *, state_name: str = "", cause: StepAttempt | None = None) -> None:
+    """A line failed (no retry or catch left): the run fails, or the branch counts as failed
+    and fails its fork once the join can no longer be reached."""
+    if line is None:
+        fail_run(run, log, error, failure_mode, state_name=state_name, cause=cause)
+        return
+    line.status, line.error, line.finished_at = LineStatus.FAILED, error, clock.now()
+    line.save(update_fields=["status", "error", "finished_at"])
+    log.add(EventKind.BRANCH_FINISHED, state_name=state_name, branch=line.path, outcome="failed",
+            failure_mode=failure_mode)
+    fork = Fork.objects.get(pk=line.fork_id)
+    fork.failed += 1
+    fork.save(update_fields=["failed"])
+    if fork.status == ForkStatus.OPEN and fork.total - fork.failed < fork.needed:
+        fail_fork(run, definition, fork, error, failure_mode, log, cause=cause)
+
+
+def open_fork(run: Run, definition: Definition, state: State, log: EventLog, *, claimant: Claimant | None,
+              line: Line | None) -> StepAttempt | None:
+    """Start one line per branch. The worker may take the first branch's first step inline;
+    the others go through RQ, so other workers run them at the same time."""
+    now = clock.now()
+    prefix = f"{line.path}/" if line is not None else ""
+    total = len(state.branches)
+    timeout = state.join.timeout_seconds
+    fork = Fork.objects.create(
+        run=run, line=line, state_name=state.name, sequence=run.steps_used,
+        path=f"{prefix}{state.name}#{run.steps_used}", total=total, needed=state.join.needed(total),
+        deadline_at=now + timedelta(seconds=timeout) if timeout else None, created_at=now,
+    )
+    log.add(EventKind.BRANCHES_STARTED, state_name=state.name, fork=fork.path,
+            branches=[b.name for b in state.branches], join=state.join.mode, needed=fork.needed)
+    first = None
+    for ordinal, branch in enumerate(state.branches):
+        child = Line.objects.create(run=run, fork=fork, branch=branch.name, ordinal=ordinal,
+                                    path=f"{fork.path}/{branch.name}", position=branch.start_at)
+        child.fork = fork
+        attempt = enter_state(run, definition, branch.start_at, log, line=child,
+                              claimant=claimant if first is None else None)
+        if first is None and attempt is not None and attempt.status == AttemptStatus.RUNNING:
+            first = attempt
+    return first
+
+
+def _inside(path: str, roots: list[str]) -> bool:
+    return any(path == root or path.startswith(f"{root}/") for root in roots)
+
+
+def _close(run: Run, fork: Fork, log: EventLog, status: str, reason: str) -> None:
+    """Close a fork: its branches still under way (and branches forked inside them) are
+    cancelled, and their attempts fenced so a worker still running one is discarded."""
+    fork.status, fork.joined_at = status, clock.now()
+    fork.save(update_fields=["status", "joined_at"])
+    roots = list(Line.objects.filter(fork=fork, status__in=(LineStatus.RUNNING, LineStatus.PAUSED))
+                 .values_list("path", flat=True))
+    if not roots:
+        return
+    now = clock.now()
+    open_lines = [x for x in Line.objects.filter(run=run, status__in=(LineStatus.RUNNING, LineStatus.PAUSED))
+                  if _inside(x.path, roots)]
+    Line.objects.filter(pk__in=[x.pk for x in open_lines]).update(status=LineStatus.CANCELLED, finished_at=now)
+    Fork.objects.filter(run=run, status=ForkStatus.OPEN, line__in=open_lines).update(status=ForkStatus.CANCELLED)
+    active = [a for a in StepAttempt.objects.filter(run=run, status__in=ACTIVE_ATTEMPT_STATUSES)
+              if _inside(a.branch_path, roots)]
+    StepAttempt.objects.filter(pk__in=[a.pk for a in active], status__in=ACTIVE_ATTEMPT_STATUSES).update(
+        status=AttemptStatus.CANCELLED, finished_at=now, lease_expires_at=None)
+    for attempt in active:
+        log.add(EventKind.STEP_FAILED, attempt, reason=reason, status=AttemptStatus.CANCELLED)
+    for x in open_lines:
+        log.add(EventKind.BRANCH_FINISHED, state_name=x.position, branch=x.path, outcome="cancelled", reason=reason)
+
+
+def join(run: Run, definition: Definition, fork: Fork, log: EventLog) -> None:
+    """Enough branches succeeded: merge their outputs and let the parent line go on."""
+    state = definition.state(fork.state_name)
+    finished = Line.objects.filter(fork=fork, status=LineStatus.SUCCEEDED).order_by("finished_at", "id")
+    joined = sorted(list(finished)[:fork.needed], key=lambda x: x.ordinal)
+    _close(run, fork, log, ForkStatus.JOINED, "joined without it")
+    outputs = {x.branch: x.output for x in joined}
+    try:
+        reduced = reduce_outputs(state.reducer, outputs)
+    except AggregationConflict as conflict:
+        for each in conflict.conflicts:
+            log.add(EventKind.AGGREGATION_CONFLICT, state_name=state.name, **each.as_data())
+        fail_fork(run, definition, fork, error_payload(conflict), FailureMode.CONFLICTING_AGGREGATION, log)
+        return
+    except Exception as exc:  # a custom reducer raised: the join fails like a step would
+        fail_fork(run, definition, fork, error_payload(exc), FailureMode.HANDLER_ERROR, log)
+        return
+    for each in reduced.conflicts:
+        log.add(EventKind.AGGREGATION_CONFLICT, state_name=state.name, **each.as_data())
+    log.add(EventKind.JOINED, state_name=state.name, fork=fork.path, branches=list(outputs),
+            conflicts=len(reduced.conflicts))
+    parent = fork.line
+    store(run, parent, state.context_key, reduced.value)
+    go_on(run, definition, state, reduced.value, log, line=parent)
+
+
+def fail_fork(run: Run, definition: Definition, fork: Fork, error: dict[str, Any], failure_mode: str,
+              log: EventLog, *, cause: StepAttempt | None = None) -> None:
+    """The join cannot happen (too many branches failed, a conflict, a timeout): the parallel
+    state fails; its catch rules apply as a step's would."""
+    state = definition.state(fork.state_name)
+    if fork.status == ForkStatus.OPEN:
+        _close(run, fork, log, ForkStatus.FAILED, "the join failed")
+    else:
+        Fork.objects.filter(pk=fork.pk).update(status=ForkStatus.FAILED)
+    log.add(EventKind.JOIN_FAILED, state_name=state.name, fork=fork.path, error=error, failure_mode=failure_mode)
+    parent = fork.line
+    if not is_live(run, parent):
+        return
+    for rule in state.catch:
+        if error_matches(list(rule.errors), error):
+            store(run, parent, state.context_key, {"error": error})
+            log.add(EventKind.STEP_CAUGHT, state_name=state.name, next=rule.next, error_type=error.get("type"))
+            enter_state(run, definition, rule.next, log, line=parent)
+            return
+    fail_line(run, definition, parent, error, failure_mode, log, state_name=state.name, cause=cause)

@@ -5,8 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 STATE_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
-BUILT_STATE_TYPES = ["task", "choice", "wait", "succeed", "fail"]
-PLANNED_STATE_TYPES = ["agent", "parallel", "map", "handoff", "approval"]
+BUILT_STATE_TYPES = ["task", "choice", "wait", "parallel", "succeed", "fail"]
+PLANNED_STATE_TYPES = ["agent", "map", "handoff", "approval"]
+JOIN_MODES = ["all", "quorum", "first"]
+REDUCER_STRATEGIES = ["collect", "merge", "highest_score", "majority_vote", "custom"]
+CONFLICT_POLICIES = ["error", "prefer_first", "prefer_last", "vote"]
 
 _retry = {
     "type": "object",
@@ -69,6 +72,48 @@ _wait = {
     "next": {"type": "string"},
     "end": {"type": "boolean"},
 }
+_parallel = {
+    **_common,
+    "branches": {
+        "type": "object",
+        "minProperties": 1,
+        "propertyNames": {"pattern": STATE_NAME},
+        "additionalProperties": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["start_at", "states"],
+            "properties": {
+                "start_at": {"type": "string"},
+                "states": {"$ref": "#/$defs/states"},
+                "queue": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"},
+            },
+        },
+    },
+    "join": {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {
+            "mode": {"enum": JOIN_MODES},
+            "count": {"type": "integer", "minimum": 1},
+            "timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
+        },
+    },
+    "reducer": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["strategy"],
+        "properties": {
+            "strategy": {"enum": REDUCER_STRATEGIES},
+            "handler": {"type": "string", "minLength": 1},
+            "path": {"type": "string"},
+            "on_conflict": {"enum": CONFLICT_POLICIES},
+        },
+    },
+    "result_path": {"type": "string", "pattern": STATE_NAME},
+    "next": {"type": "string"},
+    "end": {"type": "boolean"},
+    "catch": {"type": "array", "items": _catch},
+}
 _succeed = {**_common, "output_path": {"type": "string"}}
 _fail = {**_common, "error": {"type": "string"}, "cause": {"type": "string"}}
 
@@ -103,6 +148,9 @@ DEFINITION_SCHEMA: dict[str, Any] = {
                 "max_depth": {"type": "integer", "minimum": 1},
             },
         },
+        "states": {"$ref": "#/$defs/states"},
+    },
+    "$defs": {
         "states": {
             "type": "object",
             "minProperties": 1,
@@ -114,6 +162,7 @@ DEFINITION_SCHEMA: dict[str, Any] = {
                     _typed("task", _task, ["handler"]),
                     _typed("choice", _choice, ["choices"]),
                     _typed("wait", _wait, []),
+                    _typed("parallel", _parallel, ["branches"]),
                     _typed("succeed", _succeed, []),
                     _typed("fail", _fail, []),
                 ],

@@ -24,13 +24,15 @@ from django.db import close_old_connections, connection, transaction
 from django.db.models import Min, Q
 
 from ..conf import ratchet_setting
-from ..models import AttemptStatus, Event, EventKind, FailureMode, Run, StepAttempt
+from ..models import AttemptStatus, Event, EventKind, FailureMode, Fork, ForkStatus, Run, StepAttempt
 from ..models.runs import ACTIVE_RUN_STATUSES
 from . import clock
+from .definition import definition_for_version
 from .dispatch import jobs_in_queues, take_sweep_turn
 from .errors import engine_error
 from .eventlog import EventLog
 from .runstate import end_saga_past_deadline, fail_run, is_failing, save_run
+from .scheduling import fail_fork
 from .transitions import lock_run, recover_lost, redispatch, time_out_attempt
 from .workers import forget_silent, live_queues
 
@@ -47,9 +49,11 @@ class SweepReport:
     redispatched: int = 0
     runs_timed_out: int = 0
     unserved: int = 0
+    joins_timed_out: int = 0
 
     def __bool__(self) -> bool:
-        return any((self.resumed, self.timed_out, self.redispatched, self.runs_timed_out, self.unserved))
+        return any((self.resumed, self.timed_out, self.redispatched, self.runs_timed_out, self.unserved,
+                    self.joins_timed_out))
 
 
 def due_timers() -> int:
@@ -88,6 +92,9 @@ def sweep() -> SweepReport:
         if attempt_id not in queued:
             report.redispatched += redispatch(attempt_id, dispatched_at)
     report.unserved = report_unserved({pk: queue for pk, (queue, _) in candidates.items()}, now)
+    stalled = Fork.objects.filter(status=ForkStatus.OPEN, deadline_at__lt=now)
+    for fork_id in stalled.values_list("pk", flat=True)[:BATCH]:
+        report.joins_timed_out += time_out_join(fork_id, now)
     late = Run.objects.filter(status__in=ACTIVE_RUN_STATUSES, deadline_at__lt=now)
     for run_id in late.values_list("pk", flat=True)[:BATCH]:
         report.runs_timed_out += fail_past_deadline(run_id, now)
@@ -114,6 +121,25 @@ def report_unserved(attempts: dict[int, str], now: datetime) -> int:
             log.add(EventKind.QUEUE_UNSERVED, attempt, queue=attempt.queue, live_queues=sorted(served))
             log.flush()
     return len(unserved) - len(reported)
+
+
+def time_out_join(fork_id: int, now: datetime) -> bool:
+    """Branches that did not join in time: the parallel state fails as a coordination deadlock."""
+    run_id = Fork.objects.filter(pk=fork_id).values_list("run_id", flat=True).first()
+    if run_id is None:
+        return False
+    with transaction.atomic():
+        run = lock_run(run_id)
+        fork = Fork.objects.select_related("line__fork").get(pk=fork_id)
+        if fork.status != ForkStatus.OPEN or fork.deadline_at is None or fork.deadline_at >= now:
+            return False
+        log = EventLog(run)
+        error = engine_error("JoinTimeout", f"only {fork.done} of the {fork.needed} branches needed had finished "
+                                           f"when the join timed out")
+        fail_fork(run, definition_for_version(run.version), fork, error, FailureMode.COORDINATION_DEADLOCK, log)
+        save_run(run)
+        log.flush()
+    return True
 
 
 def fail_past_deadline(run_id: object, now: datetime) -> bool:

@@ -22,6 +22,8 @@ from ..models import (
     Effect,
     EventKind,
     FailureMode,
+    Line,
+    LineStatus,
     PauseReason,
     Run,
     RunStatus,
@@ -34,9 +36,10 @@ from .definition import definition_for_version
 from .dispatch import dispatch_on_commit
 from .errors import engine_error
 from .eventlog import EventLog
+from .lines import is_live, store
 from .retry import RetryRule, error_matches, next_retry_delay
-from .runstate import fail_run, finish_compensation, pause_run, save_run, succeed_run
-from .scheduling import enter_state
+from .runstate import fail_run, finish_compensation, pause_run, save_run
+from .scheduling import enter_state, fail_line, go_on
 
 FAILED_STATUSES = (AttemptStatus.FAILED, AttemptStatus.TIMED_OUT)
 
@@ -70,7 +73,7 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
     now = clock.now()
     token = uuid.uuid4()
     with transaction.atomic():
-        attempt = StepAttempt.objects.select_related("run__version").filter(pk=attempt_id).first()
+        attempt = StepAttempt.objects.select_related("run__version", "line__fork").filter(pk=attempt_id).first()
         if attempt is None or attempt.status != AttemptStatus.SCHEDULED:
             return None
         if attempt.not_before and attempt.not_before > now:
@@ -141,16 +144,13 @@ def complete_attempt(claim: Claim, output: Any, usage: Usage, claimant: Claimant
         next_attempt = None
         if attempt.kind == AttemptKind.COMPENSATION:
             finish_compensation(run, Effect.objects.get(pk=attempt.effect_id), log, ok=True, attempt=attempt)
-        elif run.status == RunStatus.RUNNING:
+        elif is_live(run, attempt.line):
             state = claim.state
             if state.type == "task":
-                run.context[state.context_key] = output
-            if _over_budget(run, claim.definition, attempt, log):
-                next_attempt = None
-            elif state.end:
-                succeed_run(run, log, output=output, state_name=state.name)
-            else:
-                next_attempt = enter_state(run, claim.definition, state.next, log, claimant=claimant)
+                store(run, attempt.line, state.context_key, output)
+            if not _over_budget(run, claim.definition, attempt, log):
+                next_attempt = go_on(run, claim.definition, state, output, log, line=attempt.line,
+                                     claimant=claimant)
         save_run(run)
         log.flush()
     if next_attempt is not None and next_attempt.status == AttemptStatus.RUNNING:
@@ -208,7 +208,8 @@ def handle_failure(run: Run, attempt: StepAttempt, error: dict[str, Any], failur
     rules = compensation_retry() if is_compensation else definition.state(attempt.state_name).retry
     failures = visit_attempts(run, attempt, *FAILED_STATUSES)
     delay = next_retry_delay(rules, error, failures) if retryable else None
-    if delay is not None and run.status in (RunStatus.RUNNING, RunStatus.COMPENSATING):
+    live = run.status == RunStatus.COMPENSATING if is_compensation else is_live(run, attempt.line)
+    if delay is not None and live:
         log.add(EventKind.STEP_RETRIED, attempt, delay_seconds=round(delay, 3), failures=failures)
         retry_attempt(run, attempt, log, delay=delay)
         return
@@ -217,16 +218,16 @@ def handle_failure(run: Run, attempt: StepAttempt, error: dict[str, Any], failur
             finish_compensation(run, Effect.objects.get(pk=attempt.effect_id), log, ok=False, error=error,
                                 attempt=attempt)
         return
-    if run.status != RunStatus.RUNNING:
+    if not live:
         return
     state = definition.state(attempt.state_name)
     for rule in state.catch:
         if error_matches(list(rule.errors), error):
-            run.context[state.context_key] = {"error": error}
+            store(run, attempt.line, state.context_key, {"error": error})
             log.add(EventKind.STEP_CAUGHT, attempt, next=rule.next, error_type=error.get("type"))
-            enter_state(run, definition, rule.next, log)
+            enter_state(run, definition, rule.next, log, line=attempt.line)
             return
-    fail_run(run, log, error, failure_mode, state_name=state.name, cause=attempt)
+    fail_line(run, definition, attempt.line, error, failure_mode, log, state_name=state.name, cause=attempt)
 
 
 def pause_for_effect(claim: Claim, error: dict[str, Any], effect_key: str) -> None:
@@ -242,7 +243,13 @@ def pause_for_effect(claim: Claim, error: dict[str, Any], effect_key: str) -> No
             return
         log.add(EventKind.STEP_FAILED, claim.attempt, error=error,
                 failure_mode=FailureMode.DUPLICATE_SIDE_EFFECT)
-        if run.status == RunStatus.RUNNING:
+        line = claim.attempt.line
+        if line is not None and is_live(run, line):
+            # Only this branch waits for the operator; its siblings go on.
+            Line.objects.filter(pk=line.pk).update(status=LineStatus.PAUSED)
+            log.add(EventKind.BRANCH_PAUSED, claim.attempt, reason=PauseReason.UNCERTAIN_EFFECT, key=effect_key,
+                    branch=line.path)
+        elif line is None and run.status == RunStatus.RUNNING:
             pause_run(run, log, PauseReason.UNCERTAIN_EFFECT, claim.attempt, key=effect_key)
         save_run(run)
         log.flush()
@@ -273,7 +280,8 @@ def recover_lost(attempt_id: int, now: Any = None) -> bool:
             StepAttempt.objects.filter(pk=attempt_id).update(error=error, failure_mode=FailureMode.LOST_PROGRESS)
             handle_failure(run, attempt, error, FailureMode.LOST_PROGRESS, log, status=AttemptStatus.LOST,
                            retryable=False)
-        elif run.status in (RunStatus.RUNNING, RunStatus.COMPENSATING):
+        elif (run.status == RunStatus.COMPENSATING if attempt.kind == AttemptKind.COMPENSATION
+              else is_live(run, attempt.line)):
             resumed = retry_attempt(run, attempt, log, resumed=True)
             run.resume_count += 1
             log.add(EventKind.STEP_RESUMED, resumed, lost_attempt=attempt.pk)

@@ -7,13 +7,14 @@ cycles with no step budget.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
 from jsonschema import Draft202012Validator
 
 from . import guards
-from .definition import Definition, build_definition
+from .definition import Definition, build_definition, collect_states
 from .errors import DefinitionError
 from .schema import BUILT_STATE_TYPES, DEFINITION_SCHEMA, PLANNED_STATE_TYPES
 
@@ -42,9 +43,10 @@ def _schema_findings(doc: Any) -> list[Finding]:
     findings = []
     for error in sorted(_schema_validator.iter_errors(doc), key=lambda e: list(e.absolute_path)):
         path = list(error.absolute_path)
-        state = str(path[1]) if len(path) >= 2 and path[0] == "states" else None
-        where = ".".join(str(p) for p in (path[2:] if state else path))
-        if path == ["states"] and "propertyNames" in error.absolute_schema_path:
+        at = max((i for i, part in enumerate(path[:-1]) if part == "states"), default=None)
+        state = str(path[at + 1]) if at is not None else None
+        where = ".".join(str(p) for p in (path[at + 2:] if at is not None else path))
+        if path and path[-1] == "states" and "propertyNames" in error.absolute_schema_path:
             state, where = str(error.instance), ""
             hint = "rename it: letters, digits and underscores, not starting with a digit, at most 100"
         elif error.validator == "additionalProperties":
@@ -102,6 +104,14 @@ def validate(doc: Any, known_handlers: set[str] | None = None) -> list[Finding]:
         from .registry import handler_names
 
         known_handlers = handler_names()
+    names = Counter(state.name for state in collect_states(doc["states"]))
+    for name, count in names.items():
+        if count > 1:
+            findings.append(Finding(
+                "duplicate_state", f"{count} states are named '{name}' (names are unique across branches "
+                "too, so the history can name a step); rename all but one", name))
+    if findings:
+        return findings
     definition = build_definition(doc)
     states = definition.states
     for name in UNENFORCED_BUDGETS:
@@ -124,7 +134,14 @@ def validate(doc: Any, known_handlers: set[str] | None = None) -> list[Finding]:
                 findings.append(Finding(
                     "unknown_target", f"transitions to '{target}', which is not a state; "
                     "add that state or point the transition at an existing one", state.name))
-        if state.type in ("task", "wait"):
+            elif states[target].scope != state.scope:
+                findings.append(Finding(
+                    "crosses_branch", f"transitions to '{target}', which belongs to "
+                    f"{_where(states[target].scope)}; a state may only lead to states of its own "
+                    f"{'branch' if state.scope else 'level'}", state.name))
+        if state.type == "parallel":
+            findings += _parallel_findings(state, states)
+        if state.type in ("task", "wait", "parallel"):
             if state.next and state.end:
                 findings.append(Finding(
                     "next_and_end", "has both 'next' and 'end'; keep one", state.name))
@@ -150,29 +167,79 @@ def validate(doc: Any, known_handlers: set[str] | None = None) -> list[Finding]:
                     findings.append(Finding("bad_guard", problem, state.name))
     if findings:
         return findings
-    edges = {name: state.successors() for name, state in states.items()}
-    reachable = _reachable(definition.start_at, edges)
-    for name in states:
+    has_budget = definition.budgets.max_steps is not None
+    for start, names in _scopes(definition):
+        findings += _graph_findings(start, names, states, has_budget)
+    return findings
+
+
+def _scopes(definition: Definition) -> list[tuple[str, list[str]]]:
+    """The graphs to check apart: the top level, and each branch of each parallel state."""
+    states = definition.states
+    scopes = [(definition.start_at, [n for n, s in states.items() if not s.scope])]
+    for state in states.values():
+        for branch in state.branches:
+            scope = f"{state.name}/{branch.name}"
+            scopes.append((branch.start_at, [n for n, s in states.items() if s.scope == scope]))
+    return scopes
+
+
+def _graph_findings(start: str, names: list[str], states: dict[str, Any], has_budget: bool) -> list[Finding]:
+    findings = []
+    edges = {name: states[name].successors() for name in names}
+    reachable = _reachable(start, edges)
+    for name in names:
         if name not in reachable:
             findings.append(Finding(
-                "unreachable", f"no transition leads here from '{definition.start_at}'; "
-                "connect it or delete it", name))
-    reverse: dict[str, list[str]] = {name: [] for name in states}
+                "unreachable", f"no transition leads here from '{start}'; connect it or delete it", name))
+    reverse: dict[str, list[str]] = {name: [] for name in names}
     for name, targets in edges.items():
         for target in targets:
             reverse[target].append(name)
-    ends = [name for name, state in states.items() if state.is_terminal or state.end]
+    ends = [name for name in names if states[name].is_terminal or states[name].end]
     finishing = _reachable_many(ends, reverse)
-    for name in states:
+    for name in names:
         if name in reachable and name not in finishing:
             findings.append(Finding(
                 "no_way_out", "no path from here reaches a succeed, fail or end state, so a run "
                 "would never finish; add a transition out of the loop", name))
-    loop = _cycle_entry(definition.start_at, edges) if definition.budgets.max_steps is None else None
+    loop = _cycle_entry(start, edges) if not has_budget else None
     if loop is not None:
         findings.append(Finding(
             "cycle_without_budget", "this state is on a cycle but the workflow has no step budget; "
             "set budgets.max_steps so a looping run stops", loop))
+    return findings
+
+
+def _where(scope: str) -> str:
+    if not scope:
+        return "the top level"
+    parallel, _, branch = scope.rpartition("/")
+    return f"branch '{branch}' of '{parallel}'"
+
+
+def _parallel_findings(state: Any, states: dict[str, Any]) -> list[Finding]:
+    from .registry import reducer_names
+
+    findings = []
+    for branch in state.branches:
+        if branch.start_at not in branch.states:
+            findings.append(Finding(
+                "unknown_start", f"branch '{branch.name}' starts at '{branch.start_at}', which is not one of "
+                f"its states; set it to one of {', '.join(branch.states)}", state.name))
+    join, reducer = state.join, state.reducer
+    if join.mode != "all" and join.count is not None and join.count > len(state.branches):
+        findings.append(Finding(
+            "join_count", f"join {join.mode} {join.count} asks for more branches than the "
+            f"{len(state.branches)} there are; lower the count or add branches", state.name))
+    if reducer.strategy == "custom" and reducer.handler not in reducer_names():
+        findings.append(Finding(
+            "unknown_reducer", f"reducer handler '{reducer.handler}' is not registered; register it "
+            f"with @reducer('{reducer.handler}') or use a built-in strategy", state.name))
+    if reducer.strategy == "majority_vote" and reducer.on_conflict == "vote":
+        findings.append(Finding(
+            "conflict_policy", "a majority vote that ties cannot be settled by another vote; "
+            "use on_conflict error, prefer_first or prefer_last", state.name))
     return findings
 
 

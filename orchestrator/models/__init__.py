@@ -1,5 +1,6 @@
 from .effects import Effect, EffectStatus
 from .events import Event, EventKind
+from .lines import Fork, ForkStatus, Line, LineStatus
 from .runs import AttemptKind, AttemptStatus, FailureMode, PauseReason, Run, RunStatus, StepAttempt
 from .workers import WorkerBeat
 from .workflows import Workflow, WorkflowVersion
@@ -12,6 +13,10 @@ __all__ = [
     "Event",
     "EventKind",
     "FailureMode",
+    "Fork",
+    "ForkStatus",
+    "Line",
+    "LineStatus",
     "PauseReason",
     "Run",
     "RunStatus",

@@ -46,6 +46,13 @@ class EventKind(models.TextChoices):
     APPROVAL_REQUESTED = "approval_requested", "Approval requested"
     APPROVAL_DECIDED = "approval_decided", "Approval decided"
     THROTTLED = "throttled", "Throttled"
+    BRANCHES_STARTED = "branches_started", "Parallel branches started"
+    BRANCH_FINISHED = "branch_finished", "Branch finished"
+    BRANCH_PAUSED = "branch_paused", "Branch paused: an operator must decide"
+    BRANCH_RESUMED = "branch_resumed", "Branch resumed by an operator"
+    JOINED = "joined", "Branches joined"
+    JOIN_FAILED = "join_failed", "Join failed"
+    AGGREGATION_CONFLICT = "aggregation_conflict", "Branch outputs disagreed"
     QUEUE_UNSERVED = "queue_unserved", "No live worker reads the queue"
 
 

@@ -143,6 +143,10 @@ class StepAttempt(models.Model):
     effect = models.ForeignKey(
         "orchestrator.Effect", null=True, blank=True, on_delete=models.CASCADE, related_name="compensations"
     )
+    line = models.ForeignKey(
+        "orchestrator.Line", null=True, blank=True, on_delete=models.CASCADE, related_name="attempts",
+        help_text="The branch this attempt runs in; empty on the main line.",
+    )
     # Dispatch and claim (DESIGN.md section 4).
     not_before = models.DateTimeField(null=True, blank=True, help_text="Backoff or timer: not to run before.")
     dispatched_at = models.DateTimeField(null=True, blank=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.demo import sink
-from orchestrator.sdk import EffectNotDone, StepContext, handler
+from orchestrator.sdk import EffectNotDone, StepContext, handler, reducer
 
 
 def count_execution(ctx: StepContext) -> None:
@@ -145,3 +145,17 @@ def kills_its_worker(ctx: StepContext) -> None:
     """A poison step: it takes its worker down every time (a segfaulting library, an OOM kill)."""
     count_execution(ctx)
     os.kill(os.getpid(), signal.SIGKILL)
+
+
+@handler("test.answer")
+def answer(ctx: StepContext) -> Any:
+    """Returns ``args.output``; with ``args.seen`` also what it saw of the context."""
+    output = ctx.args.get("output", {})
+    if ctx.args.get("seen"):
+        return {**output, "seen": sorted(ctx.context)}
+    return output
+
+
+@reducer("test.sum")
+def sum_of_n(outputs: dict[str, Any]) -> dict[str, Any]:
+    return {"n": sum(out["n"] for out in outputs.values()), "from": list(outputs)}

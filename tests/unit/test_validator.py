@@ -120,8 +120,8 @@ def test_every_demo_workflow_validates_without_findings(path: Path):
     assert definition.start_at in definition.states
 
 
-def test_the_three_demo_workflows_are_there():
-    assert [p.stem for p in DEMO_FILES] == ["follow_up", "noop_chain", "order_fulfilment"]
+def test_the_demo_workflows_are_there():
+    assert [p.stem for p in DEMO_FILES] == ["follow_up", "noop_chain", "order_fulfilment", "research"]
 
 
 def test_order_fulfilment_parses_to_typed_states():
@@ -226,7 +226,7 @@ def test_a_bad_state_name_is_a_schema_finding_naming_that_state(findings_for, ma
     assert "rename it" in finding.message
 
 
-@pytest.mark.parametrize("planned", ["parallel", "map", "agent", "handoff", "approval"])
+@pytest.mark.parametrize("planned", ["map", "agent", "handoff", "approval"])
 def test_a_planned_state_type_is_unsupported_for_now(findings_for, make_doc, planned):
     doc = make_doc(first={"type": planned, "next": "done", "branches": {}}, done=SUCCEED)
     finding = only(findings_for(doc), "unsupported_type", "first")
@@ -457,3 +457,59 @@ def test_a_budget_nothing_enforces_yet_is_refused(make_doc):
     doc = make_doc(first=task("done"), done=SUCCEED, budgets={"max_steps": 5, "max_depth": 3})
     finding = only(validate(doc), "unenforced_budget", None)
     assert "max_depth" in finding.message and "remove it" in finding.message
+
+
+# --- parallel states --------------------------------------------------------------------------------
+
+
+def parallel(*, join: dict | None = None, reducer: dict | None = None, **branches: dict) -> dict:
+    state: dict[str, Any] = {"type": "parallel", "next": "done", "branches": branches}
+    if join:
+        state["join"] = join
+    if reducer:
+        state["reducer"] = reducer
+    return state
+
+
+def one_step(name: str, **extra: Any) -> dict:
+    return {"start_at": name, "states": {name: task(end=True, **extra)}}
+
+
+def test_a_parallel_state_with_valid_branches_has_no_findings(make_doc, findings_for):
+    doc = make_doc(fan=parallel(a=one_step("a1"), b=one_step("b1")), done=SUCCEED)
+    assert findings_for(doc) == []
+
+
+def test_a_transition_out_of_its_branch_is_refused(make_doc, findings_for):
+    doc = make_doc(fan=parallel(a={"start_at": "a1", "states": {"a1": task("done")}}, b=one_step("b1")),
+                   done=SUCCEED)
+    finding = only(findings_for(doc), "crosses_branch", "a1")
+    assert "the top level" in finding.message
+
+
+def test_state_names_are_unique_across_branches(make_doc, findings_for):
+    doc = make_doc(fan=parallel(a=one_step("same"), b=one_step("same")), done=SUCCEED)
+    finding = only(findings_for(doc), "duplicate_state", "same")
+    assert "rename all but one" in finding.message
+
+
+def test_a_join_asking_for_more_branches_than_there_are_is_refused(make_doc, findings_for):
+    doc = make_doc(fan=parallel(a=one_step("a1"), join={"mode": "quorum", "count": 3}), done=SUCCEED)
+    only(findings_for(doc), "join_count", "fan")
+
+
+def test_an_unregistered_custom_reducer_is_refused(make_doc, findings_for):
+    doc = make_doc(fan=parallel(a=one_step("a1"), reducer={"strategy": "custom", "handler": "nope"}), done=SUCCEED)
+    assert "@reducer('nope')" in only(findings_for(doc), "unknown_reducer", "fan").message
+
+
+def test_a_schema_error_inside_a_branch_names_the_branch_state(make_doc, findings_for):
+    doc = make_doc(fan=parallel(a={"start_at": "a1", "states": {"a1": task(end=True, colour="red")}}), done=SUCCEED)
+    finding = only(findings_for(doc), "schema", "a1")
+    assert "colour" in finding.message
+
+
+def test_an_unreachable_state_inside_a_branch_is_found(make_doc, findings_for):
+    doc = make_doc(fan=parallel(a={"start_at": "a1", "states": {"a1": task(end=True), "a2": task(end=True)}}),
+                   done=SUCCEED)
+    assert "from 'a1'" in only(findings_for(doc), "unreachable", "a2").message

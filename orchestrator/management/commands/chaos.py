@@ -3,7 +3,7 @@ import sys
 from django.core.management import call_command
 from django.core.management.base import BaseCommand
 
-from orchestrator.chaos import ChaosOptions, run_chaos
+from orchestrator.chaos import WORKLOADS, ChaosOptions, run_chaos
 
 
 class Command(BaseCommand):
@@ -13,6 +13,8 @@ class Command(BaseCommand):
             "run, or a duplicate the engine did not report.")
 
     def add_arguments(self, parser):
+        parser.add_argument("--workflow", choices=sorted(WORKLOADS), default="order_fulfilment",
+                            help="the demo to run: the order pipeline, or the supervisor/worker research")
         parser.add_argument("--runs", type=int, default=200)
         parser.add_argument("--workers", type=int, default=3)
         parser.add_argument("--kill-every", type=float, default=2.0, help="seconds between SIGKILLs")
@@ -26,12 +28,12 @@ class Command(BaseCommand):
         parser.add_argument("--effect-seconds", type=float, default=0.2,
                             help="how long each side effect takes (half before the delivery, half after)")
 
-    def handle(self, runs, workers, kill_every, pause_every, flush_redis_every, strict, timeout, pack_seconds,
+    def handle(self, workflow, runs, workers, kill_every, pause_every, flush_redis_every, strict, timeout, pack_seconds,
                effect_seconds, **options):
         call_command("load_demo", stdout=self.stderr)
-        options = ChaosOptions(runs=runs, workers=workers, kill_every=kill_every, flush_every=flush_redis_every,
-                               pause_every=pause_every, strict=strict, timeout=timeout, pack_seconds=pack_seconds,
-                               effect_seconds=effect_seconds)
+        options = ChaosOptions(workflow=workflow, runs=runs, workers=workers, kill_every=kill_every,
+                               flush_every=flush_redis_every, pause_every=pause_every, strict=strict,
+                               timeout=timeout, pack_seconds=pack_seconds, effect_seconds=effect_seconds)
         result = run_chaos(options, say=lambda line: self.stdout.write(line))
         self.stdout.write(result.details())
         self.stdout.write(result.summary())
