@@ -10,6 +10,10 @@ registered before the clock starts (their boot time is not measured):
   the next (``result_ttl=0``) and counting itself with an INCR; the clock runs from just
   before the first enqueue to the moment the last job counted itself.
 
+Fan-out: one run of a parallel state with 100 no-op branches and its join, repeated; the
+time is the run's wall time, start to finish (``Run.finished_at - created_at``), on the same
+worker processes.
+
 Bare RQ workers import this module, so nothing at module level needs Django.
 """
 
@@ -195,6 +199,63 @@ def measure_engine(runs: int, workers: int, redis_url: str, progress: Progress) 
     finished = Run.objects.filter(workflow__name=WORKFLOW).aggregate(end=Max("finished_at"))["end"]
     return EngineResult(steps=_succeeded_steps(), seconds=(finished - started).total_seconds(),
                         step_overhead_ms_p50=step_overhead_ms_p50())
+
+
+FANOUT_WORKFLOW = "bench_fanout"
+
+
+@dataclass(frozen=True)
+class FanoutResult:
+    branches: int
+    ms: list[float]
+
+    @property
+    def ms_p50(self) -> float:
+        ordered = sorted(self.ms)
+        middle = len(ordered) // 2
+        return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+    def line(self) -> str:
+        return (f"bench: fanout_{self.branches}_ms_p50={self.ms_p50:.1f} "
+                f"per_branch_ms={self.ms_p50 / self.branches:.2f} repeats={len(self.ms)}")
+
+
+def measure_fanout(branches: int, repeats: int, workers: int, redis_url: str, progress: Progress) -> FanoutResult:
+    """Time ``repeats`` runs, one after another, of a fan-out to ``branches`` no-op branches."""
+    import os
+
+    from .engine.runs import start_run
+    from .engine.workflows import publish
+    from .models import Run, RunStatus
+
+    publish({"name": FANOUT_WORKFLOW, "start_at": "fan", "states": {"fan": {
+        "type": "parallel", "end": True, "branches": {
+            f"b{i}": {"start_at": f"work_{i}", "states": {f"work_{i}": {"type": "task", "handler": "demo.noop",
+                                                                         "end": True}}}
+            for i in range(branches)}}}})
+    Run.objects.filter(workflow__name=FANOUT_WORKFLOW).delete()
+    redis = Redis.from_url(redis_url)
+    redis.flushdb()
+    env = {"REDIS_URL": redis_url, "RATCHET_LOG_LEVEL": "WARNING", "DATABASE_URL": os.environ.get("DATABASE_URL", "")}
+    pool = WorkerPool(env=env)
+    pool.start(workers)
+    timings = []
+    try:
+        wait_for_workers(redis, workers, lambda: len(pool.alive()) == len(pool.processes))
+        for repeat in range(repeats):
+            run, _ = start_run(FANOUT_WORKFLOW)
+            limit = time.monotonic() + 60
+            while (run := Run.objects.get(pk=run.pk)).status == RunStatus.RUNNING:
+                if time.monotonic() > limit:
+                    raise RuntimeError(f"fan-out run {run.pk} did not finish in 60 s")
+                time.sleep(0.01)
+            if run.status != RunStatus.SUCCEEDED:
+                raise RuntimeError(f"fan-out run ended {run.status}: {run.error}")
+            timings.append((run.finished_at - run.created_at).total_seconds() * 1000)
+            progress(f"fanout: run {repeat + 1}/{repeats} took {timings[-1]:.1f} ms")
+    finally:
+        pool.stop()
+    return FanoutResult(branches, timings)
 
 
 def _start_runs(runs: int) -> Any:
