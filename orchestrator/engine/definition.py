@@ -118,7 +118,7 @@ class Definition:
     states: dict[str, State]
     budgets: Budgets = Budgets()
     timeout_seconds: float | None = None
-    topology: str = "pipeline"
+    topology: str = ""  # as declared; "" when the document declares none (nothing is checked then)
     title: str = ""
 
     def state(self, name: str) -> State:
@@ -178,7 +178,7 @@ def build_definition(doc: dict[str, Any]) -> Definition:
         states={state.name: state for state in collect_states(doc["states"])},
         budgets=Budgets(**budgets),
         timeout_seconds=doc.get("timeout_seconds"),
-        topology=doc.get("topology", "pipeline"),
+        topology=doc.get("topology", ""),
         title=doc.get("title", ""),
     )
 

@@ -165,6 +165,7 @@ def validate(doc: Any, known_handlers: set[str] | None = None) -> list[Finding]:
             for i, rule in enumerate(state.choices):
                 for problem in guards.check(rule.condition, f"choices[{i}].condition"):
                     findings.append(Finding("bad_guard", problem, state.name))
+    findings += _topology_findings(definition)
     if findings:
         return findings
     has_budget = definition.budgets.max_steps is not None
@@ -208,6 +209,25 @@ def _graph_findings(start: str, names: list[str], states: dict[str, Any], has_bu
         findings.append(Finding(
             "cycle_without_budget", "this state is on a cycle but the workflow has no step budget; "
             "set budgets.max_steps so a looping run stops", loop))
+    return findings
+
+
+def _topology_findings(definition: Definition) -> list[Finding]:
+    """What the declared topology promises: a pipeline runs one line; a supervisor/worker
+    fan-out says how its workers' outputs are merged."""
+    findings = []
+    for state in definition.states.values():
+        if state.type != "parallel":
+            continue
+        if definition.topology == "pipeline":
+            findings.append(Finding(
+                "pipeline_branches", "a pipeline runs its states one after another, but this state fans out; "
+                "declare the topology supervisor_worker, or make the branches steps of the pipeline", state.name))
+        if definition.topology == "supervisor_worker" and "reducer" not in state.raw:
+            findings.append(Finding(
+                "reducer_required", "a supervisor/worker fan-out must say how its workers' outputs are merged; "
+                "add a reducer (collect, merge, highest_score, majority_vote or custom) with its on_conflict",
+                state.name))
     return findings
 
 

@@ -513,3 +513,16 @@ def test_an_unreachable_state_inside_a_branch_is_found(make_doc, findings_for):
     doc = make_doc(fan=parallel(a={"start_at": "a1", "states": {"a1": task(end=True), "a2": task(end=True)}}),
                    done=SUCCEED)
     assert "from 'a1'" in only(findings_for(doc), "unreachable", "a2").message
+
+
+def test_a_pipeline_has_no_branches(make_doc, findings_for):
+    doc = make_doc(fan=parallel(a=one_step("a1")), done=SUCCEED, topology="pipeline")
+    assert "supervisor_worker" in only(findings_for(doc), "pipeline_branches", "fan").message
+
+
+def test_a_supervisor_worker_fan_out_needs_an_explicit_reducer(make_doc, findings_for):
+    doc = make_doc(fan=parallel(a=one_step("a1")), done=SUCCEED, topology="supervisor_worker")
+    only(findings_for(doc), "reducer_required", "fan")
+    doc = make_doc(fan=parallel(a=one_step("a1"), reducer={"strategy": "collect"}), done=SUCCEED,
+                   topology="supervisor_worker")
+    assert findings_for(doc) == []
