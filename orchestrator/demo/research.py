@@ -4,8 +4,8 @@ ships with the demo (``corpus/``), offline and deterministic.
 A supervisor plans the search terms; three workers, one per source, each retrieve (a paid
 search call: an effect with a ``check``, since the search API can be asked about a request)
 and draft a cited answer with a score; the reducer keeps the best-scored draft, preferring
-the first source on a tie; the answer is published (an effect that can neither be checked nor
-deduplicated downstream: after a crash inside it, an operator decides).
+the alphabetically first source on a tie; the answer is published (an effect that can
+neither be checked nor deduplicated downstream: after a crash inside it, an operator decides).
 """
 
 from __future__ import annotations

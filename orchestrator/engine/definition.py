@@ -84,7 +84,10 @@ class State:
     branches: tuple[Branch, ...] = ()
     join: Join = Join()
     reducer: Reducer = Reducer()
-    scope: str = ""  # "" at the top level; "<parallel state>/<branch>" inside a branch
+    scope: str = ""  # "" at the top level; "<parallel state>/<branch>" inside a branch ("<map>/item" in a map)
+    items_path: str | None = None
+    max_concurrency: int | None = None
+    tolerated_failure_percentage: float = 0.0
 
     @property
     def is_terminal(self) -> bool:
@@ -149,13 +152,28 @@ def build_state(name: str, raw: dict[str, Any], scope: str = "", queue: str = "d
         output_path=raw.get("output_path"),
         error=raw.get("error"),
         cause=raw.get("cause"),
+        # Branches in the order of their names: PostgreSQL's jsonb does not keep a document's
+        # key order, and "prefer_first" must mean the same on every database.
         branches=tuple(Branch(branch, spec["start_at"], tuple(spec["states"]))
-                       for branch, spec in (raw.get("branches") or {}).items()),
+                       for branch, spec in sorted(_branches(raw).items())),
+        items_path=raw.get("items_path"),
+        max_concurrency=raw.get("max_concurrency"),
+        tolerated_failure_percentage=float(raw.get("tolerated_failure_percentage", 0)),
         join=Join(join.get("mode", "all"), join.get("count"), join.get("timeout_seconds")),
         reducer=Reducer(reducer.get("strategy", "collect"), reducer.get("handler"), reducer.get("path"),
                         reducer.get("on_conflict", "error")),
         scope=scope,
     )
+
+
+MAP_BRANCH = "item"
+
+
+def _branches(raw: dict[str, Any]) -> dict[str, Any]:
+    """A parallel state's branches; a map's iterator, as its one branch named "item"."""
+    if raw.get("type") == "map" and isinstance(raw.get("iterator"), dict):
+        return {MAP_BRANCH: raw["iterator"]}
+    return raw.get("branches") or {}
 
 
 def collect_states(states: dict[str, Any], scope: str = "", queue: str = "default") -> list[State]:
@@ -165,7 +183,7 @@ def collect_states(states: dict[str, Any], scope: str = "", queue: str = "defaul
     for name, raw in states.items():
         state = build_state(name, raw, scope, queue)
         found.append(state)
-        for branch_name, spec in (raw.get("branches") or {}).items():
+        for branch_name, spec in _branches(raw).items():
             found += collect_states(spec["states"], f"{name}/{branch_name}", spec.get("queue", queue))
     return found
 

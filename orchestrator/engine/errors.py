@@ -99,6 +99,7 @@ ENGINE_ERROR_CODES = {
     "EffectCompensated": "R540",
     "CompensationNotDone": "R550",
     "JoinTimeout": "R620",
+    "MapItems": "R630",
 }
 
 

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from django.db import DatabaseError, InterfaceError, OperationalError, close_old_connections
+from django.db import DataError, IntegrityError, close_old_connections
 
 from ..conf import ratchet_setting
 from ..models import AttemptKind, AttemptStatus, Effect, FailureMode
@@ -126,13 +126,16 @@ def execute(claim: Claim, claimant: Claimant | None, lost: threading.Event) -> C
 
 
 def checkpoint(claim: Claim, output: Any, usage: Usage, claimant: Claimant | None) -> Claim | None:
-    """Complete the attempt; a checkpoint the database refuses (anything but a lost connection)
-    fails the attempt at once, instead of leaving it running until its lease lapses."""
+    """Complete the attempt; a checkpoint whose values the database refuses fails the attempt
+    at once, instead of leaving it running until its lease lapses and running the handler again.
+
+    Only refusals of the data itself (DataError, IntegrityError) count: a lost connection is
+    retried, and a transient server error (a deadlock, a serialization failure) propagates, so
+    the lease lapses and the step resumes, as it would after a crash.
+    """
     try:
         return with_db_retry(lambda: complete_attempt(claim, output, usage, claimant))
-    except (OperationalError, InterfaceError):
-        raise
-    except DatabaseError as exc:
+    except (DataError, IntegrityError) as exc:
         logger.warning("checkpoint of attempt %s refused by the database: %s", claim.attempt.pk, exc)
         error = engine_error("CheckpointRefused", f"the database refused the step's checkpoint: {exc}"[:2000])
         with_db_retry(lambda: fail_attempt(claim, error, FailureMode.HANDLER_ERROR, usage))

@@ -5,7 +5,8 @@ merged key by key), ``highest_score`` (the output whose ``path``, default ``scor
 highest) and ``majority_vote`` (the most common output, or value at ``path``); ``custom``
 calls a function registered with ``@reducer``. Where branches disagree, the conflict policy
 decides: ``error`` (the join fails as conflicting aggregation), ``prefer_first`` or
-``prefer_last`` (by the definition's branch order) or ``vote`` (the most common value).
+``prefer_last`` (by branch order: the branch names' alphabetical order, the same on every
+database) or ``vote`` (the most common value).
 Every disagreement is returned as a Conflict, with the values that disagreed, to be recorded.
 """
 

@@ -47,7 +47,7 @@ _REDUCERS: dict[str, ReducerFn] = {}
 
 def reducer(name: str) -> Callable[[ReducerFn], ReducerFn]:
     """Register ``fn(outputs) -> merged`` as a custom reducer of parallel states. ``outputs``
-    maps each joined branch's name to its output, in the definition's branch order."""
+    maps each joined branch's name to its output, in the order of the branch names."""
 
     def register(fn: ReducerFn) -> ReducerFn:
         existing = _REDUCERS.get(name)

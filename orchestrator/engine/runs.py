@@ -109,6 +109,10 @@ def redrive_run(run_id: Any, user: Any = None) -> Run:
             raise InvalidTransition("the run used up its budget; redriving would exceed it again "
                                     "(publish a version with a larger budget and start a new run)")
         failed = run.failed_attempt
+        if failed is not None and failed.line_id is not None:
+            raise InvalidTransition(
+                f"the run failed inside branch {failed.branch_path!r}; redriving a branch is not available "
+                "yet: start a new run")
         if failed is None:
             raise InvalidTransition(
                 f"the run ended in {run.failure_mode or 'a fail state'} without a failed step "

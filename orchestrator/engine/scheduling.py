@@ -34,7 +34,7 @@ from .definition import Definition, State
 from .errors import engine_error, error_payload
 from .eventlog import EventLog
 from .lines import is_live, store, view
-from .reducers import AggregationConflict, reduce_outputs
+from .reducers import AggregationConflict, Reduced, reduce_outputs
 from .retry import error_matches
 from .runstate import fail_run, succeed_run
 
@@ -86,6 +86,8 @@ def enter_state(
         path = line.path if line is not None else ""
         if state.type == "parallel":
             return open_fork(run, definition, state, log, claimant=claimant, line=line)
+        if state.type == "map":
+            return open_map(run, definition, state, log, claimant=claimant, line=line)
         if state.type == "wait":
             seconds = state.seconds
             if seconds is None:
@@ -128,10 +130,14 @@ def end_line(run: Run, definition: Definition, line: Line | None, output: Any, l
     line.status, line.output, line.finished_at = LineStatus.SUCCEEDED, output, clock.now()
     line.save(update_fields=["status", "output", "finished_at"])
     log.add(EventKind.BRANCH_FINISHED, state_name=state_name, branch=line.path, outcome="succeeded")
-    fork = Fork.objects.get(pk=line.fork_id)
+    fork = Fork.objects.defer("items").get(pk=line.fork_id)
     fork.done += 1
     fork.save(update_fields=["done"])
-    if fork.status == ForkStatus.OPEN and fork.done >= fork.needed:
+    if fork.status != ForkStatus.OPEN:
+        return
+    if fork.kind == "map":
+        _map_settled(run, definition, fork, log)
+    elif fork.done >= fork.needed:
         join(run, definition, fork, log)
 
 
@@ -146,11 +152,15 @@ def fail_line(run: Run, definition: Definition, line: Line | None, error: dict[s
     line.save(update_fields=["status", "error", "finished_at"])
     log.add(EventKind.BRANCH_FINISHED, state_name=state_name, branch=line.path, outcome="failed",
             failure_mode=failure_mode)
-    fork = Fork.objects.get(pk=line.fork_id)
+    fork = Fork.objects.defer("items").get(pk=line.fork_id)
     fork.failed += 1
     fork.save(update_fields=["failed"])
-    if fork.status == ForkStatus.OPEN and fork.total - fork.failed < fork.needed:
+    if fork.status != ForkStatus.OPEN:
+        return
+    if fork.total - fork.failed < fork.needed:
         fail_fork(run, definition, fork, error, failure_mode, log, cause=cause)
+    elif fork.kind == "map":
+        _map_settled(run, definition, fork, log)
 
 
 def open_fork(run: Run, definition: Definition, state: State, log: EventLog, *, claimant: Claimant | None,
@@ -178,6 +188,63 @@ def open_fork(run: Run, definition: Definition, state: State, log: EventLog, *, 
         if first is None and attempt is not None and attempt.status == AttemptStatus.RUNNING:
             first = attempt
     return first
+
+
+def open_map(run: Run, definition: Definition, state: State, log: EventLog, *, claimant: Claimant | None,
+             line: Line | None) -> StepAttempt | None:
+    """One line per item of the list at ``items_path``, started as ``max_concurrency`` allows;
+    the join comes when every item has settled, unless more failed than tolerated."""
+    items = guards.get_path(view(run, line), state.items_path or "")
+    if not isinstance(items, list):
+        error = engine_error("MapItems", f"items_path '{state.items_path}' holds {type(items).__name__}, not a list")
+        fail_line(run, definition, line, error, FailureMode.HANDLER_ERROR, log, state_name=state.name)
+        return None
+    now = clock.now()
+    total = len(items)
+    tolerated = int(total * state.tolerated_failure_percentage / 100)
+    prefix = f"{line.path}/" if line is not None else ""
+    fork = Fork.objects.create(
+        run=run, line=line, kind="map", state_name=state.name, sequence=run.steps_used,
+        path=f"{prefix}{state.name}#{run.steps_used}", total=total, needed=total - tolerated,
+        limit=state.max_concurrency, items=items, created_at=now,
+    )
+    fork.line = line
+    log.add(EventKind.BRANCHES_STARTED, state_name=state.name, fork=fork.path, items=total,
+            max_concurrency=state.max_concurrency, tolerated_failures=tolerated)
+    if total == 0:
+        join(run, definition, fork, log)
+        return None
+    return _start_items(run, definition, fork, state, log, claimant)
+
+
+def _start_items(run: Run, definition: Definition, fork: Fork, state: State, log: EventLog,
+                 claimant: Claimant | None = None) -> StepAttempt | None:
+    """Start the map's next items, up to its concurrency cap."""
+    branch = state.branches[0]
+    first = None
+    while fork.started < fork.total and (fork.limit is None or fork.started - fork.done - fork.failed < fork.limit):
+        index = fork.started
+        fork.started += 1
+        Fork.objects.filter(pk=fork.pk).update(started=fork.started)
+        child = Line.objects.create(run=run, fork=fork, branch=str(index), ordinal=index,
+                                    path=f"{fork.path}/{index}", position=branch.start_at,
+                                    context={"item": fork.items[index], "index": index})
+        child.fork = fork
+        attempt = enter_state(run, definition, branch.start_at, log, line=child,
+                              claimant=claimant if first is None else None)
+        if first is None and attempt is not None and attempt.status == AttemptStatus.RUNNING:
+            first = attempt
+        if fork.status != ForkStatus.OPEN:
+            break  # an item settled at once (a choice to a terminal) and ended the map
+    return first
+
+
+def _map_settled(run: Run, definition: Definition, fork: Fork, log: EventLog) -> None:
+    """An item of a map settled: join once all have, else start the next ones."""
+    if fork.done + fork.failed >= fork.total:
+        join(run, definition, fork, log)
+    else:
+        _start_items(run, definition, fork, definition.state(fork.state_name), log)
 
 
 def _inside(path: str, roots: list[str]) -> bool:
@@ -212,11 +279,14 @@ def join(run: Run, definition: Definition, fork: Fork, log: EventLog) -> None:
     """Enough branches succeeded: merge their outputs and let the parent line go on."""
     state = definition.state(fork.state_name)
     finished = Line.objects.filter(fork=fork, status=LineStatus.SUCCEEDED).order_by("finished_at", "id")
-    joined = sorted(list(finished)[:fork.needed], key=lambda x: x.ordinal)
+    joined = sorted(finished if fork.kind == "map" else list(finished)[:fork.needed], key=lambda x: x.ordinal)
     _close(run, fork, log, ForkStatus.JOINED, "joined without it")
     outputs = {x.branch: x.output for x in joined}
     try:
-        reduced = reduce_outputs(state.reducer, outputs)
+        if fork.kind == "map" and state.reducer.strategy == "collect":
+            reduced = Reduced(list(outputs.values()))  # a map collects its items' outputs in order
+        else:
+            reduced = reduce_outputs(state.reducer, outputs)
     except AggregationConflict as conflict:
         for each in conflict.conflicts:
             log.add(EventKind.AGGREGATION_CONFLICT, state_name=state.name, **each.as_data())

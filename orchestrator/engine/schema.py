@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 STATE_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
-BUILT_STATE_TYPES = ["task", "choice", "wait", "parallel", "succeed", "fail"]
-PLANNED_STATE_TYPES = ["agent", "map", "handoff", "approval"]
+BUILT_STATE_TYPES = ["task", "choice", "wait", "parallel", "map", "succeed", "fail"]
+PLANNED_STATE_TYPES = ["agent", "handoff", "approval"]
 JOIN_MODES = ["all", "quorum", "first"]
 REDUCER_STRATEGIES = ["collect", "merge", "highest_score", "majority_vote", "custom"]
 CONFLICT_POLICIES = ["error", "prefer_first", "prefer_last", "vote"]
@@ -114,6 +114,27 @@ _parallel = {
     "end": {"type": "boolean"},
     "catch": {"type": "array", "items": _catch},
 }
+_map = {
+    **_common,
+    "items_path": {"type": "string", "minLength": 1},
+    "iterator": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["start_at", "states"],
+        "properties": {
+            "start_at": {"type": "string"},
+            "states": {"$ref": "#/$defs/states"},
+            "queue": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"},
+        },
+    },
+    "max_concurrency": {"type": "integer", "minimum": 1},
+    "tolerated_failure_percentage": {"type": "number", "minimum": 0, "maximum": 100},
+    "reducer": _parallel["reducer"],
+    "result_path": {"type": "string", "pattern": STATE_NAME},
+    "next": {"type": "string"},
+    "end": {"type": "boolean"},
+    "catch": {"type": "array", "items": _catch},
+}
 _succeed = {**_common, "output_path": {"type": "string"}}
 _fail = {**_common, "error": {"type": "string"}, "cause": {"type": "string"}}
 
@@ -163,6 +184,7 @@ DEFINITION_SCHEMA: dict[str, Any] = {
                     _typed("choice", _choice, ["choices"]),
                     _typed("wait", _wait, []),
                     _typed("parallel", _parallel, ["branches"]),
+                    _typed("map", _map, ["items_path", "iterator"]),
                     _typed("succeed", _succeed, []),
                     _typed("fail", _fail, []),
                 ],

@@ -14,7 +14,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from . import guards
-from .definition import Definition, build_definition, collect_states
+from .definition import MAP_BRANCH, Definition, build_definition, collect_states
 from .errors import DefinitionError
 from .schema import BUILT_STATE_TYPES, DEFINITION_SCHEMA, PLANNED_STATE_TYPES
 
@@ -139,9 +139,9 @@ def validate(doc: Any, known_handlers: set[str] | None = None) -> list[Finding]:
                     "crosses_branch", f"transitions to '{target}', which belongs to "
                     f"{_where(states[target].scope)}; a state may only lead to states of its own "
                     f"{'branch' if state.scope else 'level'}", state.name))
-        if state.type == "parallel":
-            findings += _parallel_findings(state, states)
-        if state.type in ("task", "wait", "parallel"):
+        if state.type in ("parallel", "map"):
+            findings += _fan_out_findings(state)
+        if state.type in ("task", "wait", "parallel", "map"):
             if state.next and state.end:
                 findings.append(Finding(
                     "next_and_end", "has both 'next' and 'end'; keep one", state.name))
@@ -217,7 +217,7 @@ def _topology_findings(definition: Definition) -> list[Finding]:
     fan-out says how its workers' outputs are merged."""
     findings = []
     for state in definition.states.values():
-        if state.type != "parallel":
+        if state.type not in ("parallel", "map"):
             continue
         if definition.topology == "pipeline":
             findings.append(Finding(
@@ -235,17 +235,18 @@ def _where(scope: str) -> str:
     if not scope:
         return "the top level"
     parallel, _, branch = scope.rpartition("/")
-    return f"branch '{branch}' of '{parallel}'"
+    return f"branch '{branch}' of '{parallel}'" if branch != MAP_BRANCH else f"the iterator of map '{parallel}'"
 
 
-def _parallel_findings(state: Any, states: dict[str, Any]) -> list[Finding]:
+def _fan_out_findings(state: Any) -> list[Finding]:
     from .registry import reducer_names
 
     findings = []
     for branch in state.branches:
         if branch.start_at not in branch.states:
+            what = "the iterator" if state.type == "map" else f"branch '{branch.name}'"
             findings.append(Finding(
-                "unknown_start", f"branch '{branch.name}' starts at '{branch.start_at}', which is not one of "
+                "unknown_start", f"{what} starts at '{branch.start_at}', which is not one of "
                 f"its states; set it to one of {', '.join(branch.states)}", state.name))
     join, reducer = state.join, state.reducer
     if join.mode != "all" and join.count is not None and join.count > len(state.branches):

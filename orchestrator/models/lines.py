@@ -22,7 +22,11 @@ class ForkStatus(models.TextChoices):
 
 
 class Fork(models.Model):
+    """One visit of a parallel state (a line per branch) or of a map state (a line per item,
+    started as the concurrency cap allows)."""
+
     run = models.ForeignKey("orchestrator.Run", on_delete=models.CASCADE, related_name="forks")
+    kind = models.CharField(max_length=16, default="parallel", help_text="parallel or map")
     line = models.ForeignKey(
         "orchestrator.Line", null=True, blank=True, on_delete=models.CASCADE, related_name="forks",
         help_text="The line the parallel state runs in; empty: the main line.",
@@ -34,6 +38,9 @@ class Fork(models.Model):
     needed = models.PositiveIntegerField(help_text="Branches that must succeed for the join.")
     done = models.PositiveIntegerField(default=0)
     failed = models.PositiveIntegerField(default=0)
+    started = models.PositiveIntegerField(default=0, help_text="Lines started so far (a map starts them as it can).")
+    limit = models.PositiveIntegerField(null=True, blank=True, help_text="A map's concurrency cap.")
+    items = models.JSONField(null=True, blank=True, help_text="A map's items, in order.")
     status = models.CharField(max_length=16, choices=ForkStatus.choices, default=ForkStatus.OPEN)
     deadline_at = models.DateTimeField(null=True, blank=True, help_text="Join timeout.")
     created_at = models.DateTimeField()

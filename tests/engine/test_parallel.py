@@ -244,3 +244,14 @@ def test_a_parallel_inside_a_branch_joins_into_its_branch():
     assert run.status == RunStatus.SUCCEEDED
     assert run.context["fan"]["outer"] == {"x": {"deep": 1}, "y": {"deep": 2}}
     assert run.attempts.get(state_name="x1").branch_path == "fan#1/outer/inner#2/x"
+
+
+def test_redriving_a_run_that_failed_inside_a_branch_is_refused_clearly():
+    from orchestrator.engine.errors import InvalidTransition
+    from orchestrator.engine.runs import redrive_run
+
+    fan_out("redrive_branch", {"a": branch(("a1", answer({"v": 1}))), "b": branch(("b1", {"type": "task",
+                                                                                         "handler": "test.fail"}))})
+    run = drain(start_run("redrive_branch")[0])
+    with pytest.raises(InvalidTransition, match="inside branch 'fan#1/b'"):
+        redrive_run(run.pk)

@@ -39,7 +39,7 @@ def test_runs_survive_a_redis_flush_before_any_worker_starts(transactional_db, w
     workers(2)
     for run in runs:
         run = finished(run, timeout=40)
-        assert run.status == RunStatus.SUCCEEDED
+        assert run.status == RunStatus.SUCCEEDED, (run.error, list(run.events.values_list("kind", "data")))
         assert sink.requests(f"exec-{run.pk}-one", sink_path) == 1
     assert Event.objects.filter(kind=EventKind.STEP_DISPATCHED).count() >= 5
 

@@ -53,3 +53,20 @@ def test_a_worker_killed_mid_fan_out_loses_no_branch_and_the_join_fires_once(wor
         assert sink.requests(f"exec-{run.pk}-{step}", sink_path) <= 2  # at most the lost try and its resume
     assert Event.objects.filter(run=run, kind=EventKind.JOINED).count() == 1
     assert sink.requests(f"exec-{run.pk}-after", sink_path) == 1
+
+
+def test_a_map_over_real_workers_survives_a_killed_worker(workers, sink_path):
+    publish({"name": "mapped", "start_at": "each", "budgets": {"max_steps": 200}, "states": {
+        "each": {"type": "map", "items_path": "input.items", "max_concurrency": 4, "end": True, "iterator": {
+            "start_at": "nap", "states": {"nap": {"type": "task", "handler": "test.counted_sleep",
+                                                  "args": {"seconds": 0.3}, "end": True}}}}}})
+    pool = workers(2)
+    run, _ = start_run("mapped", {"items": list(range(12))})
+    wait_for(lambda: run.attempts.filter(status=AttemptStatus.SUCCEEDED).count() >= 3, what="a few items done")
+    pool.kill(pool.processes[0])
+    workers(1)
+    run = finished(run, timeout=60)
+    assert run.status == RunStatus.SUCCEEDED
+    assert len(run.output) == 12 and run.context["each"] == run.output
+    assert run.attempts.filter(state_name="nap", status=AttemptStatus.SUCCEEDED).count() == 12
+    assert Event.objects.filter(run=run, kind=EventKind.JOINED).count() == 1

@@ -159,3 +159,11 @@ def answer(ctx: StepContext) -> Any:
 @reducer("test.sum")
 def sum_of_n(outputs: dict[str, Any]) -> dict[str, Any]:
     return {"n": sum(out["n"] for out in outputs.values()), "from": list(outputs)}
+
+
+@handler("test.double")
+def double(ctx: StepContext) -> dict[str, Any]:
+    """A map item: doubles ``n``; fails when the item says so."""
+    if ctx.input.get("fail"):
+        raise ValueError(f"item {ctx.context.get('index')} asked to fail")
+    return {"n": ctx.input["n"] * 2}

@@ -226,7 +226,7 @@ def test_a_bad_state_name_is_a_schema_finding_naming_that_state(findings_for, ma
     assert "rename it" in finding.message
 
 
-@pytest.mark.parametrize("planned", ["map", "agent", "handoff", "approval"])
+@pytest.mark.parametrize("planned", ["agent", "handoff", "approval"])
 def test_a_planned_state_type_is_unsupported_for_now(findings_for, make_doc, planned):
     doc = make_doc(first={"type": planned, "next": "done", "branches": {}}, done=SUCCEED)
     finding = only(findings_for(doc), "unsupported_type", "first")
@@ -526,3 +526,15 @@ def test_a_supervisor_worker_fan_out_needs_an_explicit_reducer(make_doc, finding
     doc = make_doc(fan=parallel(a=one_step("a1"), reducer={"strategy": "collect"}), done=SUCCEED,
                    topology="supervisor_worker")
     assert findings_for(doc) == []
+
+
+def test_a_map_needs_its_items_and_iterator(make_doc, findings_for):
+    doc = make_doc(each={"type": "map", "next": "done"}, done=SUCCEED)
+    messages = " ".join(f.message for f in findings_for(doc))
+    assert "'items_path' is a required property" in messages and "'iterator' is a required property" in messages
+
+
+def test_a_map_iterator_is_checked_as_its_own_graph(make_doc, findings_for):
+    doc = make_doc(each={"type": "map", "items_path": "input.items", "next": "done",
+                         "iterator": {"start_at": "x", "states": {"x": task("done")}}}, done=SUCCEED)
+    assert "belongs to the top level" in only(findings_for(doc), "crosses_branch", "x").message
