@@ -6,9 +6,11 @@ write expects. A worker that lost its claim can only add an event (``effect_late
 with what it reported); if its execution happened after another one had, the ledger counts
 a duplicate (``effect_duplicated``) so it is never silent.
 
-Each effect records which attempts' executions are known to have happened (``completed_by``:
-the function returned, a ``check`` found it downstream, or an operator said it happened).
-Two of them is a duplicate. A retry after an execution of unknown outcome (an idempotent
+Each effect records which attempts reported their execution themselves (``completed_by``: the
+function returned, in time or late). Two of them is a duplicate. A ``check`` that finds the
+effect downstream, or an operator who says it happened, confirms it but credits no attempt:
+neither can tell which execution it saw, and crediting the wrong one would count a duplicate
+that never happened. A retry after an execution of unknown outcome (an idempotent
 effect retried after a crash) is counted apart, in ``unknown_retries``: it is a duplicate
 only if the downstream ignored the key.
 """
@@ -186,7 +188,7 @@ def resolve_by_check(claim: Claim, seen: Effect, found: bool, result: Any) -> De
         if not found:
             _take(effect, claim.attempt, effect.downstream_idempotent, effect.compensate, log, again=True)
             return Decision(EXECUTE, effect)
-        _confirm(effect, effect.attempt_id, result, log, claim.attempt, found_by_check=True)
+        _confirm(effect, None, result, log, claim.attempt, found_by_check=True)
         Effect.objects.filter(pk=effect.pk).update(dedup_hits=effect.dedup_hits + 1)
         log.flush()
         return Decision(DEDUP_HIT, effect, result)
@@ -256,7 +258,7 @@ def decide_uncertain(effect: Effect, decision: str, log: EventLog, user: Any, re
         current.save(update_fields=["status", "decided_by", "decision"])
     else:
         current.save(update_fields=["decided_by", "decision"])
-        _confirm(current, current.attempt_id, result, log, None, decision=decision)
+        _confirm(current, None, result, log, None, decision=decision)
     log.add(EventKind.EFFECT_DECIDED, state_name=current.state_name, key=current.key, decision=decision)
     effect.status = current.status
 

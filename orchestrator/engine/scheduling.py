@@ -68,7 +68,7 @@ def enter_state(
             fail_run(run, log, error, FailureMode.COST_EXPLOSION)
             return None
         run.steps_used += 1
-        if line is not None:
+        if line is not None and line.position != name:
             line.position = name
             Line.objects.filter(pk=line.pk).update(position=name)
         if state.type == "choice":
@@ -178,16 +178,24 @@ def open_fork(run: Run, definition: Definition, state: State, log: EventLog, *, 
     )
     log.add(EventKind.BRANCHES_STARTED, state_name=state.name, fork=fork.path,
             branches=[b.name for b in state.branches], join=state.join.mode, needed=fork.needed)
+    children = Line.objects.bulk_create([
+        Line(run=run, fork=fork, branch=branch.name, ordinal=ordinal, path=f"{fork.path}/{branch.name}",
+             position=branch.start_at)
+        for ordinal, branch in enumerate(state.branches)])
     first = None
-    for ordinal, branch in enumerate(state.branches):
-        child = Line.objects.create(run=run, fork=fork, branch=branch.name, ordinal=ordinal,
-                                    path=f"{fork.path}/{branch.name}", position=branch.start_at)
-        child.fork = fork
+    for branch, child in zip(state.branches, children, strict=True):
         attempt = enter_state(run, definition, branch.start_at, log, line=child,
                               claimant=claimant if first is None else None)
         if first is None and attempt is not None and attempt.status == AttemptStatus.RUNNING:
             first = attempt
+        if attempt is None and not _still_open(fork):
+            break  # a branch ended at once (a choice to a terminal) and the join already happened
     return first
+
+
+def _still_open(fork: Fork) -> bool:
+    """Read again: a branch that ended at once may have joined (or failed) the fork meanwhile."""
+    return Fork.objects.filter(pk=fork.pk, status=ForkStatus.OPEN).exists()
 
 
 def open_map(run: Run, definition: Definition, state: State, log: EventLog, *, claimant: Claimant | None,
@@ -234,7 +242,7 @@ def _start_items(run: Run, definition: Definition, fork: Fork, state: State, log
                               claimant=claimant if first is None else None)
         if first is None and attempt is not None and attempt.status == AttemptStatus.RUNNING:
             first = attempt
-        if fork.status != ForkStatus.OPEN:
+        if attempt is None and not _still_open(fork):
             break  # an item settled at once (a choice to a terminal) and ended the map
     return first
 

@@ -72,22 +72,25 @@ _wait = {
     "next": {"type": "string"},
     "end": {"type": "boolean"},
 }
+# A branch of a parallel state, or a map's iterator: a graph of its own (its queue is the
+# default of its states).
+_sub_graph = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["start_at", "states"],
+    "properties": {
+        "start_at": {"type": "string"},
+        "states": {"$ref": "#/$defs/states"},
+        "queue": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"},
+    },
+}
 _parallel = {
     **_common,
     "branches": {
         "type": "object",
         "minProperties": 1,
         "propertyNames": {"pattern": STATE_NAME},
-        "additionalProperties": {
-            "type": "object",
-            "additionalProperties": False,
-            "required": ["start_at", "states"],
-            "properties": {
-                "start_at": {"type": "string"},
-                "states": {"$ref": "#/$defs/states"},
-                "queue": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"},
-            },
-        },
+        "additionalProperties": _sub_graph,
     },
     "join": {
         "type": "object",
@@ -117,16 +120,7 @@ _parallel = {
 _map = {
     **_common,
     "items_path": {"type": "string", "minLength": 1},
-    "iterator": {
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["start_at", "states"],
-        "properties": {
-            "start_at": {"type": "string"},
-            "states": {"$ref": "#/$defs/states"},
-            "queue": {"type": "string", "pattern": r"^[A-Za-z0-9_-]{1,64}$"},
-        },
-    },
+    "iterator": _sub_graph,
     "max_concurrency": {"type": "integer", "minimum": 1},
     "tolerated_failure_percentage": {"type": "number", "minimum": 0, "maximum": 100},
     "reducer": _parallel["reducer"],

@@ -253,3 +253,25 @@ def test_effect_not_done_marks_it_failed_and_re_executable():
     with pytest.raises(EffectNotDone):
         perform_effect(claim, "charge", refused)
     assert Effect.objects.get(run=run).status == EffectStatus.FAILED
+
+
+def test_a_check_that_finds_a_zombie_delivery_credits_no_attempt_so_no_false_duplicate():
+    """Found in chaos: A froze before delivering; B's check found nothing and B took over, then
+    died; A woke and delivered; C's check found A's delivery. Crediting B (the owner) and then
+    A (when it reported) counted a duplicate the sink never received."""
+    run, a = one_step_run()
+    check = lambda key: sink.lookup(key) or NOT_FOUND  # noqa: E731
+    intent = ledger.open_intent(a, "payment", shared=False, idempotent=False, compensate_path="", has_check=True)
+    lose_lease(a)
+    b = next_claim(run)
+    seen = ledger.open_intent(b, "payment", shared=False, idempotent=False, compensate_path="", has_check=True)
+    assert ledger.resolve_by_check(b, seen.effect, False, None).action == ledger.EXECUTE  # B owns it now
+    lose_lease(b)  # B dies before delivering
+    receipt = sink.deliver(intent.effect.idempotency_key, "payment", {})  # A wakes and delivers
+    c = next_claim(run, "w3")
+    assert perform_effect(c, "payment", deliver(), check=check) == {"delivery": receipt["delivery"],
+                                                                     "replayed": False}
+    ledger.confirm(a, intent.effect, receipt)  # A reports, late
+    effect = Effect.objects.get(run=run)
+    assert sink.deliveries(effect.idempotency_key) == 1
+    assert effect.duplicates == 0 and effect.completed_by == [a.attempt.pk]

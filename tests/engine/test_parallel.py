@@ -255,3 +255,12 @@ def test_redriving_a_run_that_failed_inside_a_branch_is_refused_clearly():
     run = drain(start_run("redrive_branch")[0])
     with pytest.raises(InvalidTransition, match="inside branch 'fan#1/b'"):
         redrive_run(run.pk)
+
+
+def test_a_branch_that_ends_at_once_wins_a_first_join_and_no_other_branch_starts():
+    fan_out("instant", {"a": {"start_at": "a_done", "states": {"a_done": {"type": "succeed"}}},
+                        "b": branch(("b1", {"type": "wait", "seconds": 600}))}, join={"mode": "first", "count": 1})
+    run = drain(start_run("instant")[0])
+    assert run.status == RunStatus.SUCCEEDED
+    assert not run.attempts.filter(state_name="b1").exists()
+    assert Line.objects.get(run=run, branch="b").status == LineStatus.CANCELLED

@@ -19,36 +19,31 @@ def figures(line: str) -> dict[str, str]:
     return dict(re.findall(r"(\w+)=(\S+)", line))
 
 
-def test_strict_chaos_ends_with_every_run_succeeded_and_no_silent_duplicate(worker_env):
+def chaos(worker_env: dict[str, str], runs: int, *args: str) -> dict[str, str]:
+    """Run the chaos command; check what every chaos run must show; return its last line's figures."""
     result = subprocess.run(
-        [sys.executable, MANAGE, "chaos", "--strict", "--runs", "60", "--workers", "3", "--kill-every", "1.5",
-         "--pause-every", "3", "--flush-redis-every", "5", "--timeout", "240", "--pack-seconds", "0.5"],
+        [sys.executable, MANAGE, "chaos", "--strict", "--runs", str(runs), "--workers", "3", "--kill-every", "1.5",
+         "--pause-every", "3", "--timeout", "240", *args],
         env={**os.environ, **worker_env}, capture_output=True, text=True, timeout=300,
     )
     print(result.stdout[-3000:], result.stderr[-3000:])
     lines = result.stdout.strip().splitlines()
     summary, details = figures(lines[-1]), figures(lines[-2])
-    assert lines[-1].startswith("chaos: runs=60 succeeded=60 failed=0 "), lines[-1]
+    assert lines[-1].startswith(f"chaos: runs={runs} succeeded={runs} failed=0 "), lines[-1]
     assert summary["silent_duplicates"] == "0" and summary["lost_runs"] == "0", lines[-1]
     assert details["misreported"] == "0" and details["missing_effects"] == "0", lines[-2]
     assert int(details["kills"]) > 0 and int(details["freezes"]) > 0 and int(details["redis_flushes"]) > 0
     assert result.returncode == 0
+    return summary
+
+
+def test_strict_chaos_ends_with_every_run_succeeded_and_no_silent_duplicate(worker_env):
+    chaos(worker_env, 60, "--flush-redis-every", "5", "--pack-seconds", "0.5")
 
 
 def test_strict_chaos_during_fan_out_loses_no_branch_and_joins_once(worker_env):
     """The supervisor/worker demo: kills and freezes land while branches run."""
-    result = subprocess.run(
-        [sys.executable, MANAGE, "chaos", "--workflow", "research", "--strict", "--runs", "30", "--workers", "3",
-         "--kill-every", "1.5", "--pause-every", "3", "--flush-redis-every", "6", "--timeout", "240"],
-        env={**os.environ, **worker_env}, capture_output=True, text=True, timeout=300,
-    )
-    print(result.stdout[-3000:], result.stderr[-3000:])
-    lines = result.stdout.strip().splitlines()
-    summary, details = figures(lines[-1]), figures(lines[-2])
-    assert lines[-1].startswith("chaos: runs=30 succeeded=30 failed=0 "), lines[-1]
-    assert summary["silent_duplicates"] == "0" and summary["lost_runs"] == "0", lines[-1]
-    assert details["misreported"] == "0" and details["missing_effects"] == "0", lines[-2]
-    assert result.returncode == 0
+    chaos(worker_env, 30, "--workflow", "research", "--flush-redis-every", "6")
     from orchestrator.models import Event, EventKind, Run
 
     runs = Run.objects.filter(workflow__name="research")

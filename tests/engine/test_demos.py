@@ -1,5 +1,6 @@
-"""The supervisor/worker demo, driven in-process: the question is researched over the shipped
-documents by three parallel workers, and the best-scored cited draft is published once."""
+"""The demos beyond the order pipeline, driven in-process: the supervisor/worker research
+(three parallel workers, the best-scored cited draft published once) and the document
+summary pipeline."""
 
 from __future__ import annotations
 
@@ -41,3 +42,18 @@ def test_a_question_no_source_covers_fails_before_publishing():
     run = drain(start_run("research", {"question": "Quantum chromodynamics lattice?"})[0])
     assert run.status == RunStatus.FAILED and "no source" in run.error["message"]
     assert not Effect.objects.filter(run=run, key="publish").exists()
+
+
+def test_the_summary_pipeline_summarises_a_shipped_document_and_publishes_it_once():
+    run = drain(start_run("summarise_document", {"doc_id": "CL-2"})[0])
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.output["summary"].startswith("Faster refunds.")
+    assert "3 business days" in run.context["extract"]["facts"]
+    assert 0 < run.tokens_used <= 5000
+    (effect,) = Effect.objects.filter(run=run)
+    assert sink.deliveries(effect.idempotency_key) == 1
+
+
+def test_the_summary_pipeline_refuses_an_unknown_document_clearly():
+    run = drain(start_run("summarise_document", {"doc_id": "NOPE"})[0])
+    assert run.status == RunStatus.FAILED and "no document 'NOPE'" in run.error["message"]
