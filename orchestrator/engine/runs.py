@@ -170,11 +170,15 @@ def decide_effect(effect_id: int, decision: str, user: Any = None, result: Any =
 
 def _paused_branch(run: Run, effect: Effect) -> StepAttempt | None:
     """The attempt of a paused branch that waits on this effect, if a branch (not the run) waits."""
-    paused = (Event.objects.filter(run=run, kind=EventKind.BRANCH_PAUSED, data__key=effect.key)
-              .select_related("attempt__line").order_by("-id").first())
-    if paused is None or paused.attempt is None or paused.attempt.line is None:
-        return None
-    return paused.attempt if paused.attempt.line.status == LineStatus.PAUSED else None
+    pauses = (Event.objects.filter(run=run, kind=EventKind.BRANCH_PAUSED, data__key=effect.key)
+              .select_related("attempt__line").order_by("-id"))
+    for paused in pauses:  # the same key may pause several branches: each waits on its own effect
+        attempt = paused.attempt
+        if attempt is None or attempt.line is None or attempt.line.status != LineStatus.PAUSED:
+            continue
+        if effect.shared or attempt.branch_path == effect.branch_path:
+            return attempt
+    return None
 
 
 def _decide_in_branch(run: Run, effect: Effect, paused: StepAttempt, decision: str, log: EventLog, user: Any,

@@ -264,3 +264,17 @@ def test_a_branch_that_ends_at_once_wins_a_first_join_and_no_other_branch_starts
     assert run.status == RunStatus.SUCCEEDED
     assert not run.attempts.filter(state_name="b1").exists()
     assert Line.objects.get(run=run, branch="b").status == LineStatus.CANCELLED
+
+
+def test_two_branches_paused_on_the_same_key_are_decided_one_by_one():
+    charge = {"type": "task", "handler": "test.effect_fails_first", "args": {"refused": False}}
+    fan_out("two_paused", {"a": branch(("pay_a", charge)), "b": branch(("pay_b", charge))})
+    run = until_idle(start_run("two_paused")[0])
+    assert set(Line.objects.filter(run=run).values_list("status", flat=True)) == {LineStatus.PAUSED}
+    effect_b = Effect.objects.get(run=run, branch_path="fan#1/b")
+    decide_effect(effect_b.pk, "retry")
+    run = until_idle(run)
+    lines = {x.branch: x.status for x in Line.objects.filter(run=run)}
+    assert lines == {"a": LineStatus.PAUSED, "b": LineStatus.SUCCEEDED}  # only b went on
+    decide_effect(Effect.objects.get(run=run, branch_path="fan#1/a").pk, "retry")
+    assert drain(run).status == RunStatus.SUCCEEDED
