@@ -184,18 +184,27 @@ def _paused_branch(run: Run, effect: Effect) -> StepAttempt | None:
 def _decide_in_branch(run: Run, effect: Effect, paused: StepAttempt, decision: str, log: EventLog, user: Any,
                       result: Any) -> None:
     """Only the branch waited: it goes on (or, to compensate, the run fails and undoes it)."""
-    if decision not in UNCERTAIN_DECISIONS:
-        raise InvalidTransition(f"an uncertain effect is decided with {', '.join(UNCERTAIN_DECISIONS)}, "
-                                f"not {decision!r}")
+    _check_uncertain_decision(decision)
     ledger.decide_uncertain(effect, decision, log, user, result)
     line = paused.line
     Line.objects.filter(pk=line.pk, status=LineStatus.PAUSED).update(status=LineStatus.RUNNING)
     line.status = LineStatus.RUNNING
     log.add(EventKind.BRANCH_RESUMED, paused, decision=decision, branch=line.path)
+    _go_on_after(run, effect, decision, paused, log)
+
+
+def _check_uncertain_decision(decision: str) -> None:
+    if decision not in UNCERTAIN_DECISIONS:
+        raise InvalidTransition(f"an uncertain effect is decided with {', '.join(UNCERTAIN_DECISIONS)}, "
+                                f"not {decision!r}")
+
+
+def _go_on_after(run: Run, effect: Effect, decision: str, paused: StepAttempt | None, log: EventLog) -> None:
+    """After an uncertain effect is decided: fail the run to undo it, or try the step again."""
     if decision == "compensate":
         error = engine_error("EffectCompensated", f"operator chose to compensate uncertain effect {effect.key!r}")
         fail_run(run, log, error, FailureMode.DUPLICATE_SIDE_EFFECT, state_name=effect.state_name, cause=paused)
-    else:
+    elif paused is not None:
         retry_attempt(run, paused, log)
 
 
@@ -205,17 +214,11 @@ def _paused_attempt(run: Run) -> StepAttempt | None:
 
 
 def _decide_uncertain(run: Run, effect: Effect, decision: str, log: EventLog, user: Any, result: Any) -> None:
-    if decision not in UNCERTAIN_DECISIONS:
-        raise InvalidTransition(f"an uncertain effect is decided with {', '.join(UNCERTAIN_DECISIONS)}, "
-                                f"not {decision!r}")
+    _check_uncertain_decision(decision)
     ledger.decide_uncertain(effect, decision, log, user, result)
     paused = _paused_attempt(run)
     runstate.resume_run(run, log, paused, decision=decision)
-    if decision == "compensate":
-        error = engine_error("EffectCompensated", f"operator chose to compensate uncertain effect {effect.key!r}")
-        fail_run(run, log, error, FailureMode.DUPLICATE_SIDE_EFFECT, state_name=effect.state_name, cause=paused)
-    elif paused is not None:
-        retry_attempt(run, paused, log)
+    _go_on_after(run, effect, decision, paused, log)
 
 
 def _decide_compensation(run: Run, effect: Effect, decision: str, log: EventLog, user: Any) -> None:
