@@ -276,7 +276,7 @@ def decide_compensation(effect: Effect, decision: str, log: EventLog, user: Any)
     log.add(EventKind.EFFECT_DECIDED, state_name=effect.state_name, key=effect.key, decision=decision)
 
 
-def start_compensation(effect: Effect, log: EventLog) -> None:
+def start_compensation(effect: Effect) -> None:
     if not Effect.objects.filter(pk=effect.pk, status=E.CONFIRMED).update(status=E.COMPENSATING):
         raise InvalidTransition(f"effect {effect.key!r} is not confirmed; it cannot be compensated")
 

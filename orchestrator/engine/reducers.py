@@ -127,7 +127,7 @@ def _highest(outputs: dict[str, Any], path: str, policy: str) -> Reduced:
 def _vote(outputs: dict[str, Any], path: str | None, policy: str) -> Reduced:
     ballots = {b: guards.get_path(out, path) if path else out for b, out in outputs.items()}
     counts = Counter(_same(v) for v in ballots.values())
-    (top, top_count), *rest = counts.most_common()
+    top, top_count = counts.most_common(1)[0]
     winners = [v for v, n in counts.items() if n == top_count]
     if len(winners) == 1:
         return Reduced(next(v for v in ballots.values() if _same(v) == top))

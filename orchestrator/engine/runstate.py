@@ -172,7 +172,7 @@ def schedule_next_compensation(run: Run, log: EventLog) -> bool:
     )
     if effect is None:
         return False
-    ledger.start_compensation(effect, log)
+    ledger.start_compensation(effect)
     compensate_effect(run, effect, log, sequence=0)
     return True
 

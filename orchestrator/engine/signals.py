@@ -27,9 +27,8 @@ def send_on_commit(run_id: Any, events: Iterable[Any]) -> None:
     events = list(events)
     kinds = sorted({event.kind for event in events})
     attempt_ids = sorted({event.attempt_id for event in events if event.attempt_id})
-    keys = sorted({event.data["key"] for event in events if event.kind.startswith("effect_") and "key" in event.data}
-                  | {event.data["key"] for event in events if event.kind.startswith("compensation_")
-                     and "key" in event.data})
+    keys = sorted({event.data["key"] for event in events
+                   if event.kind.startswith(("effect_", "compensation_")) and "key" in event.data})
 
     def send() -> None:
         run_changed.send(sender="ratchet", run_id=run_id, kinds=kinds)
