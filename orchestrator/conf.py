@@ -12,10 +12,23 @@
 | COMPENSATION_MAX_ATTEMPTS | 5 | tries of one compensation (backoff from 1 s) before the run pauses for a person |
 | WORKER_SILENT_SECONDS | 30 | a worker not seen for this long no longer counts as reading its queues |
 | SINK_PATH | var/sink.sqlite3 | the demo delivery sink (outside the engine's database) |
+| MODEL_PROVIDER | offline | provider of agent states that name none: `offline` or `openai` |
+| OPENAI_BASE_URL | https://api.openai.com/v1 | any server speaking OpenAI's chat completions (vLLM, Ollama) |
+| OPENAI_API_KEY | (empty) | sent as a bearer token when set |
+| OPENAI_MODEL | gpt-4o-mini | model of agent states that name none |
+| MODEL_TIMEOUT_SECONDS | 60 | how long one model call may take |
+| MODEL_PRICES | offline: 0.15 / 0.60 | USD per 1M input / output tokens, for answers carrying no cost |
+| DEFAULT_MAX_STEPS | none | step budget of a run whose definition sets none |
+| DEFAULT_MAX_TOKENS | none | token budget default |
+| DEFAULT_MAX_COST | none | cost budget default (USD) |
+| DEFAULT_MAX_DEPTH | 8 | delegation depth (handoffs, sub-workflow nesting) default |
+| DEFAULT_MAX_PARALLEL_AGENTS | none | branches that may run at once in a run, by default |
+| DEFAULT_RUN_TIMEOUT_SECONDS | none | a run's deadline when its definition sets none |
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from django.conf import settings
@@ -32,6 +45,23 @@ DEFAULTS: dict[str, Any] = {
     "COMPENSATION_MAX_ATTEMPTS": 5,
     "WORKER_SILENT_SECONDS": 30.0,
     "SINK_PATH": None,
+    "MODEL_PROVIDER": "offline",
+    "OPENAI_BASE_URL": "https://api.openai.com/v1",
+    "OPENAI_API_KEY": "",
+    "OPENAI_MODEL": "gpt-4o-mini",
+    "MODEL_TIMEOUT_SECONDS": 60.0,
+    "MODEL_PRICES": {"offline": [0.15, 0.60]},
+    "DEFAULT_MAX_STEPS": None,
+    "DEFAULT_MAX_TOKENS": None,
+    "DEFAULT_MAX_COST": None,
+    "DEFAULT_MAX_DEPTH": 8,
+    "DEFAULT_MAX_PARALLEL_AGENTS": None,
+    "DEFAULT_RUN_TIMEOUT_SECONDS": None,
+}
+# Settings whose default is None still have a type (environment variables arrive as strings).
+_TYPES: dict[str, type] = {
+    "DEFAULT_MAX_STEPS": int, "DEFAULT_MAX_TOKENS": int, "DEFAULT_MAX_COST": float,
+    "DEFAULT_MAX_PARALLEL_AGENTS": int, "DEFAULT_RUN_TIMEOUT_SECONDS": float,
 }
 
 
@@ -47,6 +77,9 @@ def ratchet_setting(name: str) -> Any:
     value = overrides.get(name, default)
     if name == "SINK_PATH" and value is None:
         return str(settings.VAR_DIR / "sink.sqlite3")
-    if default is not None and value is not None and not isinstance(value, type(default)):
-        value = type(default)(value)
+    kind = _TYPES.get(name) or (type(default) if default is not None else None)
+    if kind is dict and isinstance(value, str):
+        value = json.loads(value)
+    elif kind is not None and value is not None and not isinstance(value, kind):
+        value = kind(value)
     return value

@@ -79,6 +79,11 @@ class StepContext:
             self.uncertain_key = key
             raise
 
+    @property
+    def claim(self) -> Claim:
+        """The attempt this context runs under (for the engine's own step kinds)."""
+        return self._claim
+
     def heartbeat(self, progress: Any = None) -> None:
         """Say the step is alive (and how far it got); raises Cancelled if it is no longer ours."""
         self.check_cancelled()

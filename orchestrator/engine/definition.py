@@ -88,6 +88,18 @@ class State:
     items_path: str | None = None
     max_concurrency: int | None = None
     tolerated_failure_percentage: float = 0.0
+    # Contracts (every state that receives input): see contracts.py.
+    input_map: dict[str, str] | None = None
+    input_schema: dict[str, Any] | None = None
+    output_schema: dict[str, Any] | None = None
+    # Agents: which provider and model, what they are told, the tools they may call, the states
+    # they may route to. A handoff names the agent it passes control to (``to``).
+    provider: str | None = None
+    model: str | None = None
+    instructions: str = ""
+    tools: tuple[str, ...] = ()
+    routes: tuple[str, ...] = ()
+    to: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -101,6 +113,9 @@ class State:
     def successors(self) -> list[str]:
         """Every state this one may transition to, error paths included."""
         targets = [self.next] if self.next else []
+        targets += list(self.routes)
+        targets += [self.to] if self.to else []
+        targets += [self.name] if self.type == "agent" and self.tools else []  # the tool loop
         targets += [c.next for c in self.choices]
         targets += [self.default] if self.default else []
         targets += [c.next for c in self.catch]
@@ -113,6 +128,7 @@ class Budgets:
     max_tokens: int | None = None
     max_cost: float | None = None
     max_depth: int | None = None
+    max_parallel_agents: int | None = None
 
 
 @dataclass(frozen=True)
@@ -163,6 +179,15 @@ def build_state(name: str, raw: dict[str, Any], scope: str = "", queue: str = "d
         reducer=Reducer(reducer.get("strategy", "collect"), reducer.get("handler"), reducer.get("path"),
                         reducer.get("on_conflict", "error")),
         scope=scope,
+        input_map=dict(raw["input"]) if isinstance(raw.get("input"), dict) else None,
+        input_schema=raw.get("input_schema"),
+        output_schema=raw.get("output_schema"),
+        provider=raw.get("provider"),
+        model=raw.get("model"),
+        instructions=raw.get("instructions", ""),
+        tools=tuple(raw.get("tools") or ()),
+        routes=tuple(raw.get("routes") or ()),
+        to=raw.get("to"),
     )
 
 

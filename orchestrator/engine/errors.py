@@ -80,6 +80,45 @@ class NotSerializable(RatchetError):
     code = "R430"
 
 
+class ContractViolation(RatchetError):
+    """A state's input or output broke its declared contract (a mapped path missing, a field of
+    the wrong type): recorded with failure mode ``context_loss``; the message names the field."""
+
+    code = "R450"
+
+
+class ModelError(RatchetError):
+    """A model provider failed to answer; a retry rule naming ``ModelError`` retries it."""
+
+    code = "R460"
+
+
+class ModelUnavailable(ModelError):
+    """The provider could not be reached, timed out, or answered 429 / 5xx: worth a retry."""
+
+    code = "R461"
+
+
+class ModelRequestRefused(ModelError):
+    """The provider refused the request (4xx other than 429): a retry would be refused too."""
+
+    code = "R462"
+
+
+class ModelAnswerInvalid(ModelError):
+    """The provider's answer is not what the protocol says (no choices, tool arguments that are
+    not JSON): the answer is discarded and a retry asks again."""
+
+    code = "R463"
+
+
+class RouteRefused(RatchetError):
+    """An agent picked a next state outside the routes the definition lists for it (or none at
+    all): the pick is never followed; the attempt fails, and retry or catch rules apply."""
+
+    code = "R470"
+
+
 class Cancelled(BaseException):
     """Raised inside a handler whose attempt is no longer its own (cancelled or taken over).
 
@@ -100,6 +139,7 @@ ENGINE_ERROR_CODES = {
     "CompensationNotDone": "R550",
     "JoinTimeout": "R620",
     "MapItems": "R630",
+    "DepthExceeded": "R640",
 }
 
 

@@ -20,11 +20,13 @@ from django.db import DataError, IntegrityError, close_old_connections
 
 from ..conf import ratchet_setting
 from ..models import AttemptKind, AttemptStatus, Effect, FailureMode
+from . import contracts
+from .agent import run_agent
 from .attempts import step_timeout
 from .claims import Claim, Claimant, Usage
 from .context import StepContext
 from .effects import resolve_compensation
-from .errors import Cancelled, EffectUncertain, StepTimeout, engine_error, error_payload
+from .errors import Cancelled, ContractViolation, EffectUncertain, StepTimeout, engine_error, error_payload
 from .lease import lease_keeper
 from .reconnect import with_db_retry
 from .registry import get_handler
@@ -97,11 +99,15 @@ def execute(claim: Claim, claimant: Claimant | None, lost: threading.Event) -> C
     if state.type == "wait":
         return checkpoint(claim, None, Usage(), _unless_stopping(claimant))
     ctx = StepContext(claim, lost)
+    deadline = step_timeout(state)  # heartbeat deadlines are the sweeper's to enforce
     try:
-        fn = get_handler(state.handler)
-        deadline = step_timeout(state)  # heartbeat deadlines are the sweeper's to enforce
+        contracts.check_input(state, ctx.input)
         with step_deadline(deadline):
-            output = fn(ctx)
+            if state.type == "agent":
+                output = run_agent(ctx, state)  # checks its own output: a refused answer is discarded
+            else:
+                output = get_handler(state.handler)(ctx)
+                contracts.check_output(state, output)
         ctx.check_cancelled()
         if ctx.uncertain_key is not None:
             raise EffectUncertain(ctx.uncertain_key)  # the handler caught it; the step still pauses
@@ -112,6 +118,11 @@ def execute(claim: Claim, claimant: Claimant | None, lost: threading.Event) -> C
     except _Deadline:
         error = error_payload(StepTimeout(f"step ran past its timeout of {deadline:.1f}s"), name="Timeout")
         with_db_retry(lambda: fail_attempt(claim, error, FailureMode.TIMEOUT, ctx.usage_total, AttemptStatus.TIMED_OUT))
+        return None
+    except ContractViolation as violation:
+        logger.info("attempt %s (%s) broke its contract: %s", attempt.pk, state.name, violation)
+        payload = error_payload(violation)
+        with_db_retry(lambda: fail_attempt(claim, payload, FailureMode.CONTEXT_LOSS, ctx.usage_total))
         return None
     except EffectUncertain as uncertain:
         payload, key = error_payload(uncertain), uncertain.key

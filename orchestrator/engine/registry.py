@@ -7,6 +7,7 @@ when Django starts, the way the admin discovers ``admin`` modules.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from django.utils.module_loading import autodiscover_modules
@@ -68,6 +69,48 @@ def get_reducer(name: str) -> ReducerFn:
 
 def reducer_names() -> set[str]:
     return set(_REDUCERS)
+
+
+@dataclass(frozen=True)
+class Tool:
+    """A function an agent may call: ``fn(ctx, arguments) -> JSON``, with the JSON Schema of its
+    arguments (the model sees it; the engine checks the model's arguments against it)."""
+
+    name: str
+    fn: Callable[[Any, dict[str, Any]], Any]
+    description: str
+    parameters: dict[str, Any]
+
+    def spec(self) -> dict[str, Any]:
+        """The tool as OpenAI's chat completions protocol declares it."""
+        return {"type": "function",
+                "function": {"name": self.name, "description": self.description, "parameters": self.parameters}}
+
+
+_TOOLS: dict[str, Tool] = {}
+
+
+def tool(name: str, parameters: dict[str, Any] | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Register ``fn(ctx, arguments)`` as a tool agent states may list; its docstring is the
+    description the model reads. A tool with a side effect does it through ``ctx.effect``."""
+
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        existing = _TOOLS.get(name)
+        if existing is not None and existing.fn.__qualname__ != fn.__qualname__:
+            raise ValueError(f"tool name {name!r} is already registered by {existing.fn.__module__}")
+        description = " ".join((fn.__doc__ or name).split())
+        _TOOLS[name] = Tool(name, fn, description, parameters or {"type": "object", "properties": {}})
+        return fn
+
+    return register
+
+
+def get_tool(name: str) -> Tool | None:
+    return _TOOLS.get(name)
+
+
+def tool_names() -> set[str]:
+    return set(_TOOLS)
 
 
 def autodiscover() -> None:

@@ -5,7 +5,6 @@ Views, commands and the API call these; none of them changes run state by itself
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 from django.db import IntegrityError, transaction
@@ -27,6 +26,7 @@ from ..models import (
 )
 from . import clock, ledger, runstate
 from .attempts import retry_attempt
+from .budgets import run_deadline
 from .definition import definition_for_version
 from .errors import InvalidTransition, WorkflowNotFound, engine_error
 from .eventlog import EventLog
@@ -70,7 +70,7 @@ def start_run(
             run = Run.objects.create(
                 workflow=workflow, version=version, input=input, context={"input": input},
                 idempotency_key=idempotency_key or None, started_by=user if getattr(user, "pk", None) else None,
-                deadline_at=now + timedelta(seconds=definition.timeout_seconds) if definition.timeout_seconds else None,
+                deadline_at=run_deadline(definition, now),
             )
             log = EventLog(run, actor=run.started_by)
             log.add(EventKind.RUN_STARTED, version=version.number, idempotency_key=idempotency_key or "")
@@ -121,10 +121,7 @@ def redrive_run(run_id: Any, user: Any = None) -> Run:
         definition = definition_for_version(run.version)
         log = EventLog(run, actor=user)
         runstate.redrive(run, log, failed)
-        if definition.timeout_seconds:
-            run.deadline_at = clock.now() + timedelta(seconds=definition.timeout_seconds)
-        else:
-            run.deadline_at = None
+        run.deadline_at = run_deadline(definition, clock.now())
         retry_attempt(run, failed, log)
         save_run(run)
         log.flush()

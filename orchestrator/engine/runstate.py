@@ -47,7 +47,8 @@ from .eventlog import EventLog
 
 RUN_FIELDS = [
     "status", "context", "output", "error", "failure_mode", "failed_attempt", "pause_reason", "finished_at",
-    "deadline_at", "steps_used", "tokens_used", "cost_used", "resume_count", "redrive_count", "human_wait_seconds",
+    "deadline_at", "steps_used", "tokens_used", "depth_used", "cost_used", "resume_count", "redrive_count",
+    "human_wait_seconds",
 ]
 S = RunStatus
 

@@ -29,9 +29,11 @@ from ..models import (
 from ..models.runs import ACTIVE_ATTEMPT_STATUSES
 from . import clock, guards
 from .attempts import new_attempt
+from .budgets import limits
 from .claims import Claimant
+from .contracts import check_input, mapped_input
 from .definition import Definition, State
-from .errors import engine_error, error_payload
+from .errors import ContractViolation, RouteRefused, engine_error, error_payload
 from .eventlog import EventLog
 from .lines import is_live, store, view
 from .reducers import AggregationConflict, Reduced, reduce_outputs
@@ -57,11 +59,12 @@ def enter_state(
     trip through a worker.
     """
     assert connection.in_atomic_block
+    handed: Any = _NOTHING  # what a handoff passes to the state it leads to
     for _ in range(MAX_PASS_THROUGH):
         if not is_live(run, line):
             return None
         state = definition.state(name)
-        budget = definition.budgets.max_steps
+        budget = limits(definition).max_steps
         if budget is not None and run.steps_used >= budget:
             log.add(EventKind.BUDGET_EXCEEDED, state_name=name, budget="max_steps", limit=budget)
             error = engine_error("BudgetExceeded", f"step budget of {budget} used up before '{name}'")
@@ -73,6 +76,12 @@ def enter_state(
             Line.objects.filter(pk=line.pk).update(position=name)
         if state.type == "choice":
             name = _choose(run, line, state, log)
+            continue
+        if state.type == "handoff":
+            handed = _hand_off(run, definition, line, state, log)
+            if handed is _NOTHING:
+                return None
+            name = state.to  # type: ignore[assignment]
             continue
         if state.type == "succeed":
             seen = view(run, line)
@@ -96,10 +105,37 @@ def enter_state(
             log.add(EventKind.WAIT_STARTED, state_name=name, seconds=seconds)
             return new_attempt(run, log, state_name=name, sequence=run.steps_used, queue=state.queue,
                                delay=max(seconds, 0.0), claimant=claimant, branch_path=path, line=line)
-        task_input = guards.get_path(view(run, line), state.input_path or "input")
+        task_input = handed if handed is not _NOTHING else mapped_input(state, view(run, line))
         return new_attempt(run, log, state_name=name, sequence=run.steps_used, queue=state.queue,
                            input=task_input, claimant=claimant, state=state, branch_path=path, line=line)
     raise RuntimeError(f"more than {MAX_PASS_THROUGH} choice states in a row; the definition loops")
+
+
+_NOTHING = object()
+
+
+def _hand_off(run: Run, definition: Definition, line: Line | None, state: State, log: EventLog) -> Any:
+    """Pass control to another agent with only the declared part of the context, counted against
+    the run's delegation depth. Returns what is passed, or _NOTHING when the line failed."""
+    cap = limits(definition).max_depth
+    if cap is not None and run.depth_used >= cap:
+        log.add(EventKind.BUDGET_EXCEEDED, state_name=state.name, budget="max_depth", limit=cap)
+        error = engine_error("DepthExceeded", f"delegation depth cap of {cap} reached at handoff '{state.name}' "
+                             f"to '{state.to}'; the agents keep passing the work on")
+        fail_run(run, log, error, FailureMode.COST_EXPLOSION, state_name=state.name)
+        return _NOTHING
+    payload = mapped_input(state, view(run, line))
+    try:
+        check_input(state, payload)
+    except ContractViolation as violation:
+        fail_line(run, definition, line, error_payload(violation), FailureMode.CONTEXT_LOSS, log,
+                  state_name=state.name)
+        return _NOTHING
+    run.depth_used += 1
+    store(run, line, state.context_key, payload)
+    log.add(EventKind.HANDED_OFF, state_name=state.name, to=state.to, depth=run.depth_used,
+            fields=sorted(payload) if isinstance(payload, dict) else None)
+    return payload
 
 
 def _choose(run: Run, line: Line | None, state: State, log: EventLog) -> str:
@@ -115,6 +151,17 @@ def _choose(run: Run, line: Line | None, state: State, log: EventLog) -> str:
 def go_on(run: Run, definition: Definition, state: State, output: Any, log: EventLog, *,
           line: Line | None, claimant: Claimant | None = None) -> StepAttempt | None:
     """A state of ``line`` completed with ``output``: end the line, or enter the next state."""
+    if state.type == "agent" and isinstance(output, dict):
+        if output.get("tool_calls"):
+            return enter_state(run, definition, state.name, log, claimant=claimant, line=line)
+        route = output.get("route")
+        if route is not None:
+            if route not in state.routes:  # checked before the checkpoint too: never followed
+                error = error_payload(RouteRefused(f"route '{route}' is not one of {', '.join(state.routes)}"))
+                fail_line(run, definition, line, error, FailureMode.HANDLER_ERROR, log, state_name=state.name)
+                return None
+            log.add(EventKind.ROUTE_TAKEN, state_name=state.name, next=route)
+            return enter_state(run, definition, route, log, claimant=claimant, line=line)
     if state.end:
         end_line(run, definition, line, output, log, state_name=state.name)
         return None
@@ -167,6 +214,8 @@ def open_fork(run: Run, definition: Definition, state: State, log: EventLog, *, 
               line: Line | None) -> StepAttempt | None:
     """Start one line per branch. The worker may take the first branch's first step inline;
     the others go through RQ, so other workers run them at the same time."""
+    if not _within_parallel_budget(run, definition, state, len(state.branches), log):
+        return None
     now = clock.now()
     prefix = f"{line.path}/" if line is not None else ""
     total = len(state.branches)
@@ -191,6 +240,22 @@ def open_fork(run: Run, definition: Definition, state: State, log: EventLog, *, 
         if attempt is None and not _still_open(fork):
             break  # a branch ended at once (a choice to a terminal) and the join already happened
     return first
+
+
+def _within_parallel_budget(run: Run, definition: Definition, state: State, adding: int, log: EventLog) -> bool:
+    """Would ``adding`` more branches break the run's cap on agents at work at once? Then the
+    run stops (cost explosion), like any budget: no branch of it starts."""
+    cap = limits(definition).max_parallel_agents
+    if cap is None:
+        return True
+    live = Line.objects.filter(run=run, status__in=(LineStatus.RUNNING, LineStatus.PAUSED)).count()
+    if live + adding <= cap:
+        return True
+    log.add(EventKind.BUDGET_EXCEEDED, state_name=state.name, budget="max_parallel_agents", limit=cap)
+    error = engine_error("BudgetExceeded", f"'{state.name}' would have {live + adding} branches at work at once; "
+                         f"the run's cap is {cap} (set max_concurrency, or raise budgets.max_parallel_agents)")
+    fail_run(run, log, error, FailureMode.COST_EXPLOSION, state_name=state.name)
+    return False
 
 
 def _still_open(fork: Fork) -> bool:
@@ -231,6 +296,8 @@ def _start_items(run: Run, definition: Definition, fork: Fork, state: State, log
     branch = state.branches[0]
     first = None
     while fork.started < fork.total and (fork.limit is None or fork.started - fork.done - fork.failed < fork.limit):
+        if not _within_parallel_budget(run, definition, state, 1, log):
+            return None
         index = fork.started
         fork.started += 1
         Fork.objects.filter(pk=fork.pk).update(started=fork.started)

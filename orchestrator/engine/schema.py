@@ -5,8 +5,9 @@ from __future__ import annotations
 from typing import Any
 
 STATE_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
-BUILT_STATE_TYPES = ["task", "choice", "wait", "parallel", "map", "succeed", "fail"]
-PLANNED_STATE_TYPES = ["agent", "handoff", "approval"]
+BUILT_STATE_TYPES = ["task", "agent", "handoff", "choice", "wait", "parallel", "map", "succeed", "fail"]
+PLANNED_STATE_TYPES = ["approval"]
+PROVIDERS = ["offline", "openai"]
 JOIN_MODES = ["all", "quorum", "first"]
 REDUCER_STRATEGIES = ["collect", "merge", "highest_score", "majority_vote", "custom"]
 CONFLICT_POLICIES = ["error", "prefer_first", "prefer_last", "vote"]
@@ -37,8 +38,16 @@ _common = {
     "comment": {"type": "string"},
     "title": {"type": "string"},
 }
+# Typed contracts (contracts.py): what a state receives (names -> context paths), and the
+# JSON Schemas its input and output must satisfy.
+_contract = {
+    "input": {"type": "object", "additionalProperties": {"type": "string", "minLength": 1}},
+    "input_schema": {"type": "object"},
+    "output_schema": {"type": "object"},
+}
 _task = {
     **_common,
+    **_contract,
     "handler": {"type": "string", "minLength": 1},
     "next": {"type": "string"},
     "end": {"type": "boolean"},
@@ -50,6 +59,20 @@ _task = {
     "heartbeat_seconds": {"type": "number", "exclusiveMinimum": 0},
     "retry": {"type": "array", "items": _retry},
     "catch": {"type": "array", "items": _catch},
+}
+_agent = {
+    **{key: value for key, value in _task.items() if key != "handler"},
+    "provider": {"enum": PROVIDERS},
+    "model": {"type": "string", "minLength": 1},
+    "instructions": {"type": "string"},
+    "tools": {"type": "array", "items": {"type": "string", "minLength": 1}, "uniqueItems": True},
+    "routes": {"type": "array", "items": {"type": "string"}, "minItems": 1, "uniqueItems": True},
+}
+_handoff = {
+    **_common,
+    "to": {"type": "string"},
+    "input": _contract["input"],
+    "input_schema": _contract["input_schema"],
 }
 _choice = {
     **_common,
@@ -161,6 +184,7 @@ DEFINITION_SCHEMA: dict[str, Any] = {
                 "max_tokens": {"type": "integer", "minimum": 1},
                 "max_cost": {"type": "number", "exclusiveMinimum": 0},
                 "max_depth": {"type": "integer", "minimum": 1},
+                "max_parallel_agents": {"type": "integer", "minimum": 1},
             },
         },
         "states": {"$ref": "#/$defs/states"},
@@ -175,6 +199,8 @@ DEFINITION_SCHEMA: dict[str, Any] = {
                 "required": ["type"],
                 "allOf": [
                     _typed("task", _task, ["handler"]),
+                    _typed("agent", _agent, []),
+                    _typed("handoff", _handoff, ["to", "input"]),
                     _typed("choice", _choice, ["choices"]),
                     _typed("wait", _wait, []),
                     _typed("parallel", _parallel, ["branches"]),

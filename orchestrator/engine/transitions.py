@@ -31,12 +31,14 @@ from ..models import (
 )
 from . import clock
 from .attempts import first_deadline, retry_attempt
+from .budgets import limits
 from .claims import Claim, Claimant, Usage
 from .definition import definition_for_version
 from .dispatch import dispatch_on_commit
 from .errors import engine_error
 from .eventlog import EventLog
 from .lines import is_live, store
+from .model_calls import unreported_usage
 from .retry import RetryRule, error_matches, next_retry_delay
 from .runstate import fail_run, finish_compensation, pause_run, save_run
 from .scheduling import enter_state, fail_line, go_on
@@ -112,8 +114,17 @@ def _charge(run: Run, usage: Usage) -> None:
     run.cost_used += usage.cost
 
 
+def _charge_unreported(run: Run, attempt: StepAttempt) -> None:
+    """An attempt that never reported its usage (its worker died): the model answers it paid
+    for are charged to the run now (a resume replays them without paying again)."""
+    usage = unreported_usage(attempt)
+    if usage.tokens or usage.cost:
+        StepAttempt.objects.filter(pk=attempt.pk).update(tokens=usage.tokens, cost=usage.cost)
+        _charge(run, usage)
+
+
 def _budget_breach(run: Run, definition: Any) -> str | None:
-    budgets = definition.budgets
+    budgets = limits(definition)
     if budgets.max_tokens is not None and run.tokens_used > budgets.max_tokens:
         return f"token budget of {budgets.max_tokens} exceeded ({run.tokens_used} used)"
     if budgets.max_cost is not None and float(run.cost_used) > budgets.max_cost:
@@ -146,7 +157,7 @@ def complete_attempt(claim: Claim, output: Any, usage: Usage, claimant: Claimant
             finish_compensation(run, Effect.objects.get(pk=attempt.effect_id), log, ok=True, attempt=attempt)
         elif is_live(run, attempt.line):
             state = claim.state
-            if state.type == "task":
+            if state.type in ("task", "agent"):
                 store(run, attempt.line, state.context_key, output)
             if not _over_budget(run, claim.definition, attempt, log):
                 next_attempt = go_on(run, claim.definition, state, output, log, line=attempt.line,
@@ -274,8 +285,11 @@ def recover_lost(attempt_id: int, now: Any = None) -> bool:
             return False
         attempt = StepAttempt.objects.get(pk=attempt_id)
         log.add(EventKind.STEP_LOST, attempt, worker=attempt.worker)
+        _charge_unreported(run, attempt)
         lost = visit_attempts(run, attempt, AttemptStatus.LOST)
-        if lost > ratchet_setting("MAX_RESUMES_PER_STEP"):
+        if attempt.kind == AttemptKind.STEP and _over_budget(run, definition_for_version(run.version), attempt, log):
+            pass  # the answers it paid for used the budget up: nothing resumes
+        elif lost > ratchet_setting("MAX_RESUMES_PER_STEP"):
             error = engine_error("Lost", f"the step's worker was lost {lost} times; giving up")
             StepAttempt.objects.filter(pk=attempt_id).update(error=error, failure_mode=FailureMode.LOST_PROGRESS)
             handle_failure(run, attempt, error, FailureMode.LOST_PROGRESS, log, status=AttemptStatus.LOST,
@@ -305,6 +319,7 @@ def time_out_attempt(attempt_id: int, now: Any = None) -> bool:
         ):
             return False
         attempt = StepAttempt.objects.get(pk=attempt_id)
+        _charge_unreported(run, attempt)
         handle_failure(run, attempt, error, FailureMode.TIMEOUT, log, status=AttemptStatus.TIMED_OUT)
         save_run(run)
         log.flush()

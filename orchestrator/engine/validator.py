@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
 
 from . import guards
 from .definition import MAP_BRANCH, Definition, build_definition, collect_states
@@ -35,8 +36,6 @@ class Finding:
 
 
 _schema_validator = Draft202012Validator(DEFINITION_SCHEMA)
-# Budget keys the schema knows but no state type enforces yet.
-UNENFORCED_BUDGETS = ("max_depth",)
 
 
 def _schema_findings(doc: Any) -> list[Finding]:
@@ -114,11 +113,6 @@ def validate(doc: Any, known_handlers: set[str] | None = None) -> list[Finding]:
         return findings
     definition = build_definition(doc)
     states = definition.states
-    for name in UNENFORCED_BUDGETS:
-        if getattr(definition.budgets, name) is not None:
-            findings.append(Finding(
-                "unenforced_budget", f"budgets.{name} is not enforced yet (it comes with agent handoffs); "
-                "remove it, so the definition promises nothing the engine does not keep"))
     if definition.start_at not in states:
         findings.append(Finding(
             "unknown_start", f"start_at names '{definition.start_at}', which is not a state; "
@@ -141,7 +135,15 @@ def validate(doc: Any, known_handlers: set[str] | None = None) -> list[Finding]:
                     f"{'branch' if state.scope else 'level'}", state.name))
         if state.type in ("parallel", "map"):
             findings += _fan_out_findings(state)
-        if state.type in ("task", "wait", "parallel", "map"):
+        findings += _contract_findings(state)
+        if state.type in ("agent", "handoff"):
+            findings += _agent_findings(state, states)
+        if state.type == "agent" and state.routes:
+            if state.next or state.end:
+                findings.append(Finding(
+                    "routes_and_next", "an agent that routes picks its next state among its routes; "
+                    "remove 'next' / 'end', or remove 'routes'", state.name))
+        elif state.type in ("task", "agent", "wait", "parallel", "map"):
             if state.next and state.end:
                 findings.append(Finding(
                     "next_and_end", "has both 'next' and 'end'; keep one", state.name))
@@ -169,8 +171,10 @@ def validate(doc: Any, known_handlers: set[str] | None = None) -> list[Finding]:
     if findings:
         return findings
     has_budget = definition.budgets.max_steps is not None
+    # A cycle through a handoff is bounded by the depth cap, when the definition declares one.
+    depth_bounded = definition.budgets.max_depth is not None
     for start, names in _scopes(definition):
-        findings += _graph_findings(start, names, states, has_budget)
+        findings += _graph_findings(start, names, states, has_budget, depth_bounded)
     return findings
 
 
@@ -185,7 +189,8 @@ def _scopes(definition: Definition) -> list[tuple[str, list[str]]]:
     return scopes
 
 
-def _graph_findings(start: str, names: list[str], states: dict[str, Any], has_budget: bool) -> list[Finding]:
+def _graph_findings(start: str, names: list[str], states: dict[str, Any], has_budget: bool,
+                    depth_bounded: bool = False) -> list[Finding]:
     findings = []
     edges = {name: states[name].successors() for name in names}
     reachable = _reachable(start, edges)
@@ -204,18 +209,65 @@ def _graph_findings(start: str, names: list[str], states: dict[str, Any], has_bu
             findings.append(Finding(
                 "no_way_out", "no path from here reaches a succeed, fail or end state, so a run "
                 "would never finish; add a transition out of the loop", name))
-    loop = _cycle_entry(start, edges) if not has_budget else None
+    unbounded = {name: ([] if depth_bounded and states[name].type == "handoff" else targets)
+                 for name, targets in edges.items()}
+    loop = _cycle_entry(start, unbounded) if not has_budget else None
     if loop is not None:
         findings.append(Finding(
             "cycle_without_budget", "this state is on a cycle but the workflow has no step budget; "
-            "set budgets.max_steps so a looping run stops", loop))
+            "set budgets.max_steps (or budgets.max_depth, for a cycle through a handoff) so a looping run "
+            "stops", loop))
+    return findings
+
+
+def _contract_findings(state: Any) -> list[Finding]:
+    findings = []
+    for key in ("input_schema", "output_schema"):
+        schema = getattr(state, key)
+        if schema is None:
+            continue
+        try:
+            Draft202012Validator.check_schema(schema)
+        except SchemaError as error:
+            findings.append(Finding(
+                "bad_schema", f"{key} is not a valid JSON Schema: {error.message}; fix it or remove it", state.name))
+    return findings
+
+
+def _agent_findings(state: Any, states: dict[str, Any]) -> list[Finding]:
+    from .providers.offline import offline_model_names
+    from .registry import tool_names
+
+    findings = []
+    if state.type == "handoff":
+        target = states.get(state.to)
+        if target is not None and target.type != "agent":
+            findings.append(Finding(
+                "handoff_target", f"hands off to '{state.to}', a {target.type} state; a handoff passes "
+                "control to an agent state", state.name))
+        return findings
+    for name in state.tools:
+        if name not in tool_names():
+            hint = ", ".join(sorted(tool_names())[:8]) or "none registered"
+            findings.append(Finding(
+                "unknown_tool", f"tool '{name}' is not registered; register it with @tool('{name}') "
+                f"or use a known one ({hint})", state.name))
+    if state.provider == "offline" and state.model and state.model not in offline_model_names():
+        findings.append(Finding(
+            "unknown_model", f"offline model '{state.model}' is not registered; register it with "
+            f"@offline_model('{state.model}') or use provider openai", state.name))
     return findings
 
 
 def _topology_findings(definition: Definition) -> list[Finding]:
     """What the declared topology promises: a pipeline runs one line; a supervisor/worker
-    fan-out says how its workers' outputs are merged."""
+    fan-out says how its workers' outputs are merged; a network of agents that hand work to
+    each other has a cap on how often they may."""
     findings = []
+    if definition.topology == "network" and definition.budgets.max_depth is None:
+        findings.append(Finding(
+            "depth_cap_required", "a network of agents can pass work around forever; set "
+            "budgets.max_depth (how many handoffs a run may make)"))
     for state in definition.states.values():
         if state.type not in ("parallel", "map"):
             continue

@@ -1,3 +1,4 @@
+from .agents import ModelCall
 from .effects import Effect, EffectStatus
 from .events import Event, EventKind
 from .lines import Fork, ForkStatus, Line, LineStatus
@@ -17,6 +18,7 @@ __all__ = [
     "ForkStatus",
     "Line",
     "LineStatus",
+    "ModelCall",
     "PauseReason",
     "Run",
     "RunStatus",

@@ -54,6 +54,11 @@ class EventKind(models.TextChoices):
     JOIN_FAILED = "join_failed", "Join failed"
     AGGREGATION_CONFLICT = "aggregation_conflict", "Branch outputs disagreed"
     QUEUE_UNSERVED = "queue_unserved", "No live worker reads the queue"
+    MODEL_ANSWERED = "model_answered", "Model answered"
+    MODEL_REPLAYED = "model_replayed", "Model answer replayed (not paid again)"
+    ROUTE_TAKEN = "route_taken", "Agent picked a route"
+    HANDED_OFF = "handed_off", "Handed off to another agent"
+    CONTRACT_VIOLATED = "contract_violated", "Contract violated: context loss at handoff"
 
 
 class AppendOnlyError(Exception):

@@ -76,6 +76,7 @@ class Run(models.Model):
     # Budgets used so far (limits come from the pinned definition).
     steps_used = models.PositiveIntegerField(default=0)
     tokens_used = models.BigIntegerField(default=0)
+    depth_used = models.PositiveIntegerField(default=0, help_text="Handoffs between agents so far.")
     cost_used = models.DecimalField(max_digits=14, decimal_places=6, default=0)
     resume_count = models.PositiveIntegerField(default=0)
     redrive_count = models.PositiveIntegerField(default=0)

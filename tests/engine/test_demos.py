@@ -57,3 +57,71 @@ def test_the_summary_pipeline_summarises_a_shipped_document_and_publishes_it_onc
 def test_the_summary_pipeline_refuses_an_unknown_document_clearly():
     run = drain(start_run("summarise_document", {"doc_id": "NOPE"})[0])
     assert run.status == RunStatus.FAILED and "no document 'NOPE'" in run.error["message"]
+
+
+# --- the single agent: where is my order? -----------------------------------------------------------
+
+
+def test_the_order_assistant_tracks_the_parcel_with_its_tools_and_emails_the_answer_once():
+    run = drain(start_run("order_assistant", {"question": "Where is my order?", "order_id": "A-1001",
+                                              "customer": "ann@example.com"})[0])
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert "out for delivery" in run.output["text"] and run.output["to"] == "ann@example.com"
+    turns = run.attempts.filter(state_name="assistant").order_by("id")
+    assert [a.output["turn"] for a in turns] == [1, 2, 3]  # lookup, track, answer: one step each
+    assert run.context["assistant"]["data"]["status"] == "out for delivery"
+    assert sink.deliveries(f"reply-{run.pk}") == 1
+    assert run.tokens_used > 0 and run.cost_used > 0
+
+
+def test_the_order_assistant_says_so_when_the_order_has_not_shipped_or_does_not_exist():
+    preparing = drain(start_run("order_assistant", {"question": "?", "order_id": "A-1002", "customer": "bob@example.com"})[0])
+    assert "being prepared" in preparing.output["text"]
+    unknown = drain(start_run("order_assistant", {"question": "?", "order_id": "Z-9", "customer": "bob@example.com"})[0])
+    assert "could not find an order Z-9" in unknown.output["text"]
+
+
+def test_the_order_assistant_refuses_a_question_without_an_order_number_as_context_loss():
+    run = drain(start_run("order_assistant", {"question": "Where is my order?"})[0])
+    assert run.status == RunStatus.FAILED and run.failure_mode == "context_loss"
+    assert "'order_id'" in run.error["message"]
+    assert not run.attempts.exclude(state_name="assistant").exists()
+
+
+# --- the peer network: triage, billing, technical ---------------------------------------------------------
+
+
+def test_triage_hands_a_double_charge_to_billing_which_refunds_it_once():
+    run = drain(start_run("support_network", {"question": "I was charged twice this month",
+                                              "customer": "ann@example.com"})[0])
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert "INV-2001" in run.output["text"] and "refunded" in run.output["text"]
+    assert sink.deliveries(f"refund-{run.pk}-INV-2001") == 1
+    assert run.depth_used == 1
+    assert run.attempts.get(state_name="billing", sequence=run.attempts.filter(
+        state_name="billing").order_by("sequence").first().sequence).input == {
+        "question": "I was charged twice this month", "customer": "ann@example.com"}
+
+
+def test_billing_hands_the_technical_remainder_on_with_its_note():
+    run = drain(start_run("support_network", {"question": "Refund the double charge, and the app crashes on start",
+                                              "customer": "ann@example.com"})[0])
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.depth_used == 2
+    assert "refunded" in run.output["text"] and "KB-11" in run.output["text"]
+    technical = run.attempts.filter(state_name="technical").order_by("id").first()
+    assert set(technical.input) == {"question", "billing_note"}  # not the customer's address
+    assert list(run.events.filter(kind=EventKind.HANDED_OFF).values_list("data__to", flat=True)) == [
+        "billing", "technical"]
+
+
+def test_a_general_question_is_answered_by_triage_without_a_handoff():
+    run = drain(start_run("support_network", {"question": "Do you have a newsletter?", "customer": "x@y.z"})[0])
+    assert run.status == RunStatus.SUCCEEDED and run.depth_used == 0
+    assert "within a day" in run.output["text"]
+
+
+def test_billing_refuses_a_handoff_without_the_customer_as_context_loss():
+    run = drain(start_run("support_network", {"question": "Refund my invoice"})[0])
+    assert run.status == RunStatus.FAILED and run.failure_mode == "context_loss"
+    assert "input field 'customer'" in run.error["message"]

@@ -3,6 +3,7 @@ database), so a test can count how many times a step really ran."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import time
@@ -10,7 +11,17 @@ from pathlib import Path
 from typing import Any
 
 from orchestrator.demo import sink
-from orchestrator.sdk import EffectNotDone, StepContext, handler, reducer
+from orchestrator.sdk import (
+    EffectNotDone,
+    ModelAnswer,
+    ModelRequest,
+    StepContext,
+    handler,
+    offline_model,
+    reducer,
+    tool,
+)
+from orchestrator.sdk import answer as offline_answer
 
 
 def count_execution(ctx: StepContext) -> None:
@@ -167,3 +178,65 @@ def double(ctx: StepContext) -> dict[str, Any]:
     if ctx.input.get("fail"):
         raise ValueError(f"item {ctx.context.get('index')} asked to fail")
     return {"n": ctx.input["n"] * 2}
+
+
+# --- agents: offline models and tools ---------------------------------------------------------
+
+
+def _request_input(request: ModelRequest) -> dict[str, Any]:
+    user = next(m["content"] for m in request.messages if m["role"] == "user")
+    return json.loads(user)
+
+
+@offline_model("test.router")
+def router(request: ModelRequest) -> ModelAnswer:
+    """Picks the route its input names (``{"route": "billing"}``), whatever the definition lists.
+    Each answer is recorded at the sink, so a test counts what the model was really asked."""
+    wanted = _request_input(request)
+    sink.deliver(f"model-{wanted.get('tag', 'router')}", "model_call", {"route": wanted.get("route")})
+    calls = [("choose_next_state", {"next": wanted["route"]})] if "route" in wanted else []
+    return offline_answer(request, content=json.dumps({"picked": wanted.get("route")}), tool_calls=calls)
+
+
+@offline_model("test.adder")
+def adder(request: ModelRequest) -> ModelAnswer:
+    """Asks the ``test.add`` tool for each pair of its input, then answers the total."""
+    results = [json.loads(m["content"]) for m in request.messages if m["role"] == "tool"]
+    pairs = _request_input(request)["pairs"]
+    sink.deliver(f"model-adder-{len(results)}", "model_call", {"turn": len(results)})
+    if len(results) < len(pairs):
+        a, b = pairs[len(results)]
+        return offline_answer(request, tool_calls=[("test.add", {"a": a, "b": b})])
+    return offline_answer(request, content=json.dumps({"total": sum(r["sum"] for r in results)}))
+
+
+@offline_model("test.wrong_tool")
+def wrong_tool(request: ModelRequest) -> ModelAnswer:
+    """Calls a tool nobody listed, then a listed one with bad arguments, then answers what it was told."""
+    told = [json.loads(m["content"]) for m in request.messages if m["role"] == "tool"]
+    if not told:
+        return offline_answer(request, tool_calls=[("delete_everything", {})])
+    if len(told) == 1:
+        return offline_answer(request, tool_calls=[("test.add", {"a": "two"})])
+    return offline_answer(request, content=json.dumps({"errors": [t["error"] for t in told]}))
+
+
+@tool("test.add", parameters={"type": "object", "required": ["a", "b"],
+                              "properties": {"a": {"type": "number"}, "b": {"type": "number"}}})
+def add_tool(ctx: StepContext, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Adds two numbers (and records each call at the sink)."""
+    sink.deliver(f"tool-add-{ctx.run_id}-{arguments['a']}-{arguments['b']}", "tool_call", arguments)
+    return {"sum": arguments["a"] + arguments["b"]}
+
+
+@handler("test.echo_input")
+def echo_input(ctx: StepContext) -> dict[str, Any]:
+    return {"received": ctx.input}
+
+
+@tool("test.slow_add", parameters={"type": "object", "required": ["a", "b"],
+                                   "properties": {"a": {"type": "number"}, "b": {"type": "number"}}})
+def slow_add(ctx: StepContext, arguments: dict[str, Any]) -> dict[str, Any]:
+    """Adds two numbers, slowly (a worker can be killed while it works)."""
+    time.sleep(1.5)
+    return {"sum": arguments["a"] + arguments["b"]}

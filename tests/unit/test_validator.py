@@ -227,7 +227,7 @@ def test_a_bad_state_name_is_a_schema_finding_naming_that_state(findings_for, ma
     assert "rename it" in finding.message
 
 
-@pytest.mark.parametrize("planned", ["agent", "handoff", "approval"])
+@pytest.mark.parametrize("planned", ["approval"])
 def test_a_planned_state_type_is_unsupported_for_now(findings_for, make_doc, planned):
     doc = make_doc(first={"type": planned, "next": "done", "branches": {}}, done=SUCCEED)
     finding = only(findings_for(doc), "unsupported_type", "first")
@@ -454,10 +454,11 @@ def test_every_semantic_finding_names_a_state_and_how_to_fix_it(findings_for, ma
         assert any(word in finding.message for word in fixes), finding
 
 
-def test_a_budget_nothing_enforces_yet_is_refused(make_doc):
-    doc = make_doc(first=task("done"), done=SUCCEED, budgets={"max_steps": 5, "max_depth": 3})
-    finding = only(validate(doc), "unenforced_budget", None)
-    assert "max_depth" in finding.message and "remove it" in finding.message
+def test_a_network_of_agents_needs_a_depth_cap(make_doc):
+    doc = make_doc(first=task("done"), done=SUCCEED, topology="network")
+    finding = only(validate(doc), "depth_cap_required", None)
+    assert "budgets.max_depth" in finding.message
+    assert not validate({**doc, "budgets": {"max_depth": 3}})
 
 
 # --- parallel states --------------------------------------------------------------------------------
