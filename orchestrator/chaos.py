@@ -8,7 +8,10 @@ workers' search calls) are checked downstream (``check``), the shipment passes i
 downstream (retried), the e-mail (and the research answer) can do neither (the run pauses for
 an operator). A key the sink received twice that the engine neither counted nor showed is a
 *silent* duplicate, and fails the check. ``workflow`` picks the demo: ``order_fulfilment``
-(a pipeline) or ``research`` (supervisor/worker: kills and freezes land during fan-out).
+(a pipeline), ``research`` (supervisor/worker: kills and freezes land during fan-out) or
+``support_network`` (agents handing off: the refund a billing agent's tool makes and the reply
+pass their keys downstream; kills land between model turns and inside tools) or
+``order_assistant`` (a single agent with tools in a loop).
 """
 
 from __future__ import annotations
@@ -124,9 +127,31 @@ class Workload:
     effects_per_run: int
 
 
+SUPPORT_QUESTIONS = (
+    "Refund the double charge, and the app crashes on start",
+    "I was charged twice this month",
+    "You billed me twice and now I cannot sign in",
+)
+
+
+def support_question(batch: str, index: int, options: ChaosOptions) -> dict:
+    """Every question refunds the customer's double charge; some go on to technical support."""
+    return {"question": SUPPORT_QUESTIONS[index % len(SUPPORT_QUESTIONS)], "customer": "ann@example.com",
+            "effect_seconds": options.effect_seconds}
+
+
+def order_question(batch: str, index: int, options: ChaosOptions) -> dict:
+    """The single agent: orders that are out for delivery, not shipped yet, or unknown."""
+    order = ("A-1001", "A-1002", "A-1003", "Z-404")[index % 4]
+    return {"question": "Where is my order?", "order_id": order, "customer": f"customer{index}@example.com",
+            "effect_seconds": options.effect_seconds}
+
+
 WORKLOADS = {
     "order_fulfilment": Workload(order_input, 3),  # charge (check), shipment (key downstream), e-mail
     "research": Workload(research_question, 4),  # three search calls (check) in parallel, the answer
+    "support_network": Workload(support_question, 2),  # the refund and the reply, both keyed downstream
+    "order_assistant": Workload(order_question, 1),  # the reply, after one to three model turns
 }
 
 

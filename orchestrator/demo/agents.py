@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -122,12 +123,23 @@ def find_invoices(ctx: StepContext, arguments: dict[str, Any]) -> list[dict[str,
 def issue_refund(ctx: StepContext, arguments: dict[str, Any]) -> dict[str, Any]:
     """Refund an amount of an invoice (once: the payment service honours the idempotency key)."""
     invoice = arguments["invoice"]
-    receipt = ctx.effect(
-        f"refund-{invoice}",
-        lambda key: sink.deliver(f"refund-{ctx.run_id}-{invoice}", "refund", arguments, idempotency_key=key),
-        idempotent=True, shared=True,
-    )
+    receipt = ctx.effect(f"refund-{invoice}", _delivery(ctx, "refund", arguments), idempotent=True, shared=True)
     return {"refunded": arguments["amount"], "invoice": invoice, "receipt": receipt["delivery"]}
+
+
+def _delivery(ctx: StepContext, kind: str, payload: dict[str, Any]) -> Any:
+    """Deliver at the demo sink under the effect's idempotency key (a payment or mail API that
+    honours it), as slowly as the run's ``input.effect_seconds`` says (chaos lands mid-call)."""
+    run_input = ctx.context.get("input")
+    latency = float(run_input.get("effect_seconds", 0)) / 2 if isinstance(run_input, dict) else 0.0
+
+    def call(key: str) -> Any:
+        time.sleep(latency)
+        receipt = sink.deliver(key, kind, payload, idempotency_key=key)
+        time.sleep(latency)
+        return receipt
+
+    return call
 
 
 @offline_model("demo.billing")
@@ -182,6 +194,5 @@ def send_reply(ctx: StepContext) -> dict[str, Any]:
     answered = [v for v in ctx.context.values() if isinstance(v, dict) and v.get("route") == "reply"]
     text = answered[-1]["data"]["answer"] if answered else ctx.input.get("answer", "")
     customer = ctx.input.get("customer")
-    delivery = ctx.effect("reply", lambda key: sink.deliver(
-        f"reply-{ctx.run_id}", "email", {"to": customer, "text": text}, idempotency_key=key), idempotent=True)
+    delivery = ctx.effect("reply", _delivery(ctx, "email", {"to": customer, "text": text}), idempotent=True)
     return {"to": customer, "text": text, "delivery": delivery["delivery"]}

@@ -100,6 +100,10 @@ class State:
     tools: tuple[str, ...] = ()
     routes: tuple[str, ...] = ()
     to: str | None = None
+    # A sub-workflow state starts a child run of this published workflow (its latest version,
+    # or the one pinned) and waits for it.
+    workflow: str | None = None
+    version: int | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -188,6 +192,8 @@ def build_state(name: str, raw: dict[str, Any], scope: str = "", queue: str = "d
         tools=tuple(raw.get("tools") or ()),
         routes=tuple(raw.get("routes") or ()),
         to=raw.get("to"),
+        workflow=raw.get("workflow"),
+        version=raw.get("version"),
     )
 
 

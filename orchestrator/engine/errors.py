@@ -140,6 +140,7 @@ ENGINE_ERROR_CODES = {
     "JoinTimeout": "R620",
     "MapItems": "R630",
     "DepthExceeded": "R640",
+    "ChildRunFailed": "R650",
 }
 
 

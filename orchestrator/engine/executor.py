@@ -23,6 +23,7 @@ from ..models import AttemptKind, AttemptStatus, Effect, FailureMode
 from . import contracts
 from .agent import run_agent
 from .attempts import step_timeout
+from .children import start_child
 from .claims import Claim, Claimant, Usage
 from .context import StepContext
 from .effects import resolve_compensation
@@ -98,6 +99,8 @@ def execute(claim: Claim, claimant: Claimant | None, lost: threading.Event) -> C
     state = claim.state
     if state.type == "wait":
         return checkpoint(claim, None, Usage(), _unless_stopping(claimant))
+    if state.type == "subworkflow":
+        return _start_sub_workflow(claim)
     ctx = StepContext(claim, lost)
     deadline = step_timeout(state)  # heartbeat deadlines are the sweeper's to enforce
     try:
@@ -151,6 +154,18 @@ def checkpoint(claim: Claim, output: Any, usage: Usage, claimant: Claimant | Non
         error = engine_error("CheckpointRefused", f"the database refused the step's checkpoint: {exc}"[:2000])
         with_db_retry(lambda: fail_attempt(claim, error, FailureMode.HANDLER_ERROR, usage))
         return None
+
+
+def _start_sub_workflow(claim: Claim) -> None:
+    """The attempt waits for a child run (children.py); its input contract is checked first."""
+    try:
+        contracts.check_input(claim.state, claim.attempt.input)
+    except ContractViolation as violation:
+        error = error_payload(violation)
+        with_db_retry(lambda: fail_attempt(claim, error, FailureMode.CONTEXT_LOSS, Usage()))
+        return None
+    with_db_retry(lambda: start_child(claim))
+    return None
 
 
 def _execute_compensation(claim: Claim, lost: threading.Event) -> None:

@@ -30,12 +30,11 @@ from .budgets import run_deadline
 from .definition import definition_for_version
 from .errors import InvalidTransition, WorkflowNotFound, engine_error
 from .eventlog import EventLog
-from .runstate import fail_run, save_run
+from .reopen import reopen_branches
+from .runstate import CANCELLABLE, fail_run, save_run
 from .scheduling import enter_state
 from .storable import ensure_storable
 from .transitions import lock_run
-
-CANCELLABLE = (RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED)
 
 
 def start_run(
@@ -98,7 +97,9 @@ def cancel_run(run_id: Any, user: Any = None, reason: str = "") -> Run:
 
 def redrive_run(run_id: Any, user: Any = None) -> Run:
     """Restart a failed run from the visit whose failure failed it, keeping every completed
-    checkpoint: a new attempt of that same visit, so the step's effects are deduplicated."""
+    checkpoint: a new attempt of that same visit, so the step's effects are deduplicated.
+    Inside branches, every branch the failure stopped runs again from where it stopped
+    (reopen.py); branches that succeeded keep their outputs."""
     with transaction.atomic():
         run = lock_run(run_id)
         if run.status != RunStatus.FAILED:
@@ -109,10 +110,6 @@ def redrive_run(run_id: Any, user: Any = None) -> Run:
             raise InvalidTransition("the run used up its budget; redriving would exceed it again "
                                     "(publish a version with a larger budget and start a new run)")
         failed = run.failed_attempt
-        if failed is not None and failed.line_id is not None:
-            raise InvalidTransition(
-                f"the run failed inside branch {failed.branch_path!r}; redriving a branch is not available "
-                "yet: start a new run")
         if failed is None:
             raise InvalidTransition(
                 f"the run ended in {run.failure_mode or 'a fail state'} without a failed step "
@@ -122,7 +119,10 @@ def redrive_run(run_id: Any, user: Any = None) -> Run:
         log = EventLog(run, actor=user)
         runstate.redrive(run, log, failed)
         run.deadline_at = run_deadline(definition, clock.now())
-        retry_attempt(run, failed, log)
+        if failed.line_id is None:
+            retry_attempt(run, failed, log)
+        else:
+            reopen_branches(run, definition, failed, log)
         save_run(run)
         log.flush()
     return run

@@ -21,6 +21,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.db import connection
+from django.db.models import Q, QuerySet
 
 from ..conf import ratchet_setting
 from ..models import (
@@ -78,6 +79,7 @@ def stop_active_attempts(run: Run, log: EventLog, reason: str) -> list[StepAttem
     Fork.objects.filter(run=run, status=ForkStatus.OPEN).update(status=ForkStatus.CANCELLED)
     active = list(run.attempts.filter(status__in=ACTIVE_ATTEMPT_STATUSES))
     if active:
+        cancel_children(active, reason)
         StepAttempt.objects.filter(pk__in=[a.pk for a in active], status__in=ACTIVE_ATTEMPT_STATUSES).update(
             status=AttemptStatus.CANCELLED, finished_at=clock.now(), lease_expires_at=None
         )
@@ -86,21 +88,52 @@ def stop_active_attempts(run: Run, log: EventLog, reason: str) -> list[StepAttem
     return active
 
 
+def cancel_children(attempts: list[StepAttempt], reason: str) -> None:
+    """The child runs these (waiting) attempts started are cancelled with them: a child belongs
+    to its parent. The caller holds the parent's lock; each child's is taken after it (the lock
+    order of children.py), and a child cancels its own children the same way."""
+    waiting = [a.pk for a in attempts if a.status == AttemptStatus.WAITING]
+    if not waiting:
+        return
+    ids = Run.objects.filter(parent_attempt_id__in=waiting, status__in=CANCELLABLE).order_by("pk")
+    for child_id in ids.values_list("pk", flat=True):
+        child = Run.objects.select_for_update(no_key=True).get(pk=child_id)
+        if child.status not in CANCELLABLE:
+            continue
+        child_log = EventLog(child)
+        cancel(child, child_log, f"its parent run stopped: {reason}")
+        save_run(child)
+        child_log.flush()
+
+
 def succeed_run(run: Run, log: EventLog, *, output: Any, state_name: str = "") -> None:
     _move(run, S.SUCCEEDED, (S.RUNNING,))
     run.output = output
     run.finished_at = clock.now()
     log.add(EventKind.RUN_SUCCEEDED, state_name=state_name)
+    _tell_parent(run)
+
+
+def _tell_parent(run: Run) -> None:
+    """A child run ended: its parent's waiting attempt settles once this transaction commits."""
+    if run.parent_id is not None:
+        from .children import settle_soon  # children builds on this module
+
+        settle_soon(run.pk)
+
+
+CANCELLABLE = (S.RUNNING, S.WAITING, S.PAUSED)
 
 
 def cancel(run: Run, log: EventLog, reason: str) -> None:
-    _move(run, S.CANCELLED, (S.RUNNING, S.WAITING, S.PAUSED))
+    _move(run, S.CANCELLED, CANCELLABLE)
     stop_active_attempts(run, log, "run cancelled")
     run.failure_mode = "cancelled"
     run.error = engine_error("Cancelled", reason or "cancelled by an operator")
     run.pause_reason = ""
     run.finished_at = clock.now()
     log.add(EventKind.RUN_CANCELLED)
+    _tell_parent(run)
 
 
 def fail_run(run: Run, log: EventLog, error: dict[str, Any], failure_mode: str, state_name: str = "",
@@ -129,6 +162,7 @@ def _end_failed(run: Run, log: EventLog, state_name: str = "") -> None:
     _move(run, S.FAILED, (S.COMPENSATING,))
     run.finished_at = clock.now()
     log.add(EventKind.RUN_FAILED, state_name=state_name, failure_mode=run.failure_mode, error=run.error)
+    _tell_parent(run)
 
 
 def pause_run(run: Run, log: EventLog, reason: str, attempt: StepAttempt | None = None, **data: Any) -> None:
@@ -159,6 +193,11 @@ def redrive(run: Run, log: EventLog, attempt: StepAttempt) -> None:
     log.add(EventKind.RUN_REDRIVEN, attempt, redrive=run.redrive_count)
 
 
+def owned_effects(run: Run) -> QuerySet[Effect]:
+    """The effects a run's saga answers for: its own, and those of the child runs it started."""
+    return Effect.objects.filter(Q(run=run) | Q(run__parent=run))
+
+
 def schedule_next_compensation(run: Run, log: EventLog) -> bool:
     """Schedule the compensation of the most recent confirmed effect not yet undone.
 
@@ -166,7 +205,7 @@ def schedule_next_compensation(run: Run, log: EventLog) -> bool:
     the queue of the step that made the effect. Returns False when nothing is left to undo.
     """
     effect = (
-        Effect.objects.filter(run=run, status=EffectStatus.CONFIRMED)
+        owned_effects(run).filter(status=EffectStatus.CONFIRMED)
         .exclude(compensate="")
         .order_by("-confirmed_at", "-id")
         .first()
@@ -203,7 +242,7 @@ def continue_saga(run: Run, log: EventLog) -> None:
 def end_saga_past_deadline(run: Run, log: EventLog) -> None:
     """The saga ran past its own deadline: what is left undone is marked so, and the run ends."""
     stop_active_attempts(run, log, "compensation deadline passed")
-    left = Effect.objects.filter(run=run, status__in=(EffectStatus.CONFIRMED, EffectStatus.COMPENSATING,
+    left = owned_effects(run).filter(status__in=(EffectStatus.CONFIRMED, EffectStatus.COMPENSATING,
                                                       EffectStatus.COMPENSATION_FAILED)).exclude(compensate="")
     for effect in left:
         ledger.end_compensation(effect, log, ok=False, force=True,

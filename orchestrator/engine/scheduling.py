@@ -38,7 +38,7 @@ from .eventlog import EventLog
 from .lines import is_live, store, view
 from .reducers import AggregationConflict, Reduced, reduce_outputs
 from .retry import error_matches
-from .runstate import fail_run, succeed_run
+from .runstate import cancel_children, fail_run, succeed_run
 
 MAX_PASS_THROUGH = 1000
 
@@ -64,7 +64,7 @@ def enter_state(
         if not is_live(run, line):
             return None
         state = definition.state(name)
-        budget = limits(definition).max_steps
+        budget = limits(definition, run).max_steps
         if budget is not None and run.steps_used >= budget:
             log.add(EventKind.BUDGET_EXCEEDED, state_name=name, budget="max_steps", limit=budget)
             error = engine_error("BudgetExceeded", f"step budget of {budget} used up before '{name}'")
@@ -117,7 +117,7 @@ _NOTHING = object()
 def _hand_off(run: Run, definition: Definition, line: Line | None, state: State, log: EventLog) -> Any:
     """Pass control to another agent with only the declared part of the context, counted against
     the run's delegation depth. Returns what is passed, or _NOTHING when the line failed."""
-    cap = limits(definition).max_depth
+    cap = limits(definition, run).max_depth
     if cap is not None and run.depth_used >= cap:
         log.add(EventKind.BUDGET_EXCEEDED, state_name=state.name, budget="max_depth", limit=cap)
         error = engine_error("DepthExceeded", f"delegation depth cap of {cap} reached at handoff '{state.name}' "
@@ -245,7 +245,7 @@ def open_fork(run: Run, definition: Definition, state: State, log: EventLog, *, 
 def _within_parallel_budget(run: Run, definition: Definition, state: State, adding: int, log: EventLog) -> bool:
     """Would ``adding`` more branches break the run's cap on agents at work at once? Then the
     run stops (cost explosion), like any budget: no branch of it starts."""
-    cap = limits(definition).max_parallel_agents
+    cap = limits(definition, run).max_parallel_agents
     if cap is None:
         return True
     live = Line.objects.filter(run=run, status__in=(LineStatus.RUNNING, LineStatus.PAUSED)).count()
@@ -342,6 +342,7 @@ def _close(run: Run, fork: Fork, log: EventLog, status: str, reason: str) -> Non
     Fork.objects.filter(run=run, status=ForkStatus.OPEN, line__in=open_lines).update(status=ForkStatus.CANCELLED)
     active = [a for a in StepAttempt.objects.filter(run=run, status__in=ACTIVE_ATTEMPT_STATUSES)
               if _inside(a.branch_path, roots)]
+    cancel_children(active, reason)
     StepAttempt.objects.filter(pk__in=[a.pk for a in active], status__in=ACTIVE_ATTEMPT_STATUSES).update(
         status=AttemptStatus.CANCELLED, finished_at=now, lease_expires_at=None)
     for attempt in active:

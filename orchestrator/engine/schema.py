@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 STATE_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
-BUILT_STATE_TYPES = ["task", "agent", "handoff", "choice", "wait", "parallel", "map", "succeed", "fail"]
+BUILT_STATE_TYPES = ["task", "agent", "handoff", "subworkflow", "choice", "wait", "parallel", "map", "succeed",
+                     "fail"]
 PLANNED_STATE_TYPES = ["approval"]
 PROVIDERS = ["offline", "openai"]
 JOIN_MODES = ["all", "quorum", "first"]
@@ -73,6 +74,13 @@ _handoff = {
     "to": {"type": "string"},
     "input": _contract["input"],
     "input_schema": _contract["input_schema"],
+}
+_subworkflow = {
+    # No timeout or heartbeat: the attempt holds no worker while the child runs, and the
+    # child's own deadline (its definition's, or the default in settings) bounds the wait.
+    **{key: value for key, value in _task.items() if key not in ("handler", "heartbeat_seconds", "timeout_seconds")},
+    "workflow": {"type": "string", "pattern": r"^[-a-zA-Z0-9_]{1,100}$"},
+    "version": {"type": "integer", "minimum": 1},
 }
 _choice = {
     **_common,
@@ -201,6 +209,7 @@ DEFINITION_SCHEMA: dict[str, Any] = {
                     _typed("task", _task, ["handler"]),
                     _typed("agent", _agent, []),
                     _typed("handoff", _handoff, ["to", "input"]),
+                    _typed("subworkflow", _subworkflow, ["workflow"]),
                     _typed("choice", _choice, ["choices"]),
                     _typed("wait", _wait, []),
                     _typed("parallel", _parallel, ["branches"]),

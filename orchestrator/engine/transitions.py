@@ -100,7 +100,7 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
     return Claim(attempt=attempt, run=attempt.run, definition=definition, token=token, worker=worker)
 
 
-def _fence(claim: Claim, **changes: Any) -> bool:
+def fence(claim: Claim, **changes: Any) -> bool:
     """Apply ``changes`` to the attempt only if it is still running under this claim."""
     return bool(
         StepAttempt.objects.filter(
@@ -124,7 +124,7 @@ def _charge_unreported(run: Run, attempt: StepAttempt) -> None:
 
 
 def _budget_breach(run: Run, definition: Any) -> str | None:
-    budgets = limits(definition)
+    budgets = limits(definition, run)
     if budgets.max_tokens is not None and run.tokens_used > budgets.max_tokens:
         return f"token budget of {budgets.max_tokens} exceeded ({run.tokens_used} used)"
     if budgets.max_cost is not None and float(run.cost_used) > budgets.max_cost:
@@ -142,32 +142,52 @@ def complete_attempt(claim: Claim, output: Any, usage: Usage, claimant: Claimant
         run = lock_run(claim.attempt.run_id)
         log = EventLog(run)
         attempt = claim.attempt
-        done = _fence(claim, status=AttemptStatus.SUCCEEDED, output=output, finished_at=now,
+        done = fence(claim, status=AttemptStatus.SUCCEEDED, output=output, finished_at=now,
                       tokens=usage.tokens, cost=usage.cost, lease_expires_at=None)
         if not done:
             log.add(EventKind.RESULT_DISCARDED, attempt, worker=claim.worker)
             log.flush()
             return None
         attempt.status = AttemptStatus.SUCCEEDED
-        _charge(run, usage)
-        log.add(EventKind.STEP_SUCCEEDED, attempt,
-                duration_ms=round((now - attempt.claimed_at).total_seconds() * 1000, 2))
-        next_attempt = None
-        if attempt.kind == AttemptKind.COMPENSATION:
-            finish_compensation(run, Effect.objects.get(pk=attempt.effect_id), log, ok=True, attempt=attempt)
-        elif is_live(run, attempt.line):
-            state = claim.state
-            if state.type in ("task", "agent"):
-                store(run, attempt.line, state.context_key, output)
-            if not _over_budget(run, claim.definition, attempt, log):
-                next_attempt = go_on(run, claim.definition, state, output, log, line=attempt.line,
-                                     claimant=claimant)
+        next_attempt = after_success(run, claim.definition, attempt, output, usage, log, claimant=claimant)
         save_run(run)
         log.flush()
     if next_attempt is not None and next_attempt.status == AttemptStatus.RUNNING:
         return Claim(attempt=next_attempt, run=run, definition=claim.definition,
                      token=next_attempt.claim_token, worker=claim.worker)
     return None
+
+
+def after_success(run: Run, definition: Any, attempt: StepAttempt, output: Any, usage: Usage, log: EventLog,
+                  *, claimant: Claimant | None = None) -> StepAttempt | None:
+    """An attempt succeeded (its row says so already): charge it, record its output, and go on."""
+    _charge(run, usage)
+    log.add(EventKind.STEP_SUCCEEDED, attempt,
+            duration_ms=round((clock.now() - attempt.claimed_at).total_seconds() * 1000, 2))
+    if attempt.kind == AttemptKind.COMPENSATION:
+        finish_compensation(run, Effect.objects.get(pk=attempt.effect_id), log, ok=True, attempt=attempt)
+        return None
+    if not is_live(run, attempt.line):
+        return None
+    state = definition.state(attempt.state_name)
+    if state.type in ("task", "agent", "subworkflow"):
+        store(run, attempt.line, state.context_key, output)
+    if _over_budget(run, definition, attempt, log):
+        return None
+    return go_on(run, definition, state, output, log, line=attempt.line, claimant=claimant)
+
+
+def after_failure(run: Run, definition: Any, attempt: StepAttempt, error: dict[str, Any], failure_mode: str,
+                  usage: Usage, log: EventLog, status: str = AttemptStatus.FAILED) -> None:
+    """An attempt failed (its row says so already): charge it, then a broken budget fails the
+    run at once (no retry spends more); else retry, catch, or fail the line."""
+    _charge(run, usage)
+    if attempt.kind == AttemptKind.STEP and _budget_breach(run, definition):
+        kind = EventKind.STEP_TIMED_OUT if status == AttemptStatus.TIMED_OUT else EventKind.STEP_FAILED
+        log.add(kind, attempt, error=error, failure_mode=failure_mode)
+        _over_budget(run, definition, attempt, log)
+    else:
+        handle_failure(run, attempt, error, failure_mode, log, status=status)
 
 
 def _over_budget(run: Run, definition: Any, attempt: StepAttempt, log: EventLog) -> bool:
@@ -189,18 +209,12 @@ def fail_attempt(claim: Claim, error: dict[str, Any], failure_mode: str, usage: 
     with transaction.atomic():
         run = lock_run(claim.attempt.run_id)
         log = EventLog(run)
-        if not _fence(claim, status=status, error=error, failure_mode=failure_mode, finished_at=now,
+        if not fence(claim, status=status, error=error, failure_mode=failure_mode, finished_at=now,
                       tokens=usage.tokens, cost=usage.cost, lease_expires_at=None):
             log.add(EventKind.RESULT_DISCARDED, claim.attempt, worker=claim.worker, error=error)
             log.flush()
             return
-        _charge(run, usage)
-        if claim.attempt.kind == AttemptKind.STEP and _budget_breach(run, claim.definition):
-            kind = EventKind.STEP_TIMED_OUT if status == AttemptStatus.TIMED_OUT else EventKind.STEP_FAILED
-            log.add(kind, claim.attempt, error=error, failure_mode=failure_mode)
-            _over_budget(run, claim.definition, claim.attempt, log)
-        else:
-            handle_failure(run, claim.attempt, error, failure_mode, log, status=status)
+        after_failure(run, claim.definition, claim.attempt, error, failure_mode, usage, log, status)
         save_run(run)
         log.flush()
 
@@ -247,7 +261,7 @@ def pause_for_effect(claim: Claim, error: dict[str, Any], effect_key: str) -> No
     with transaction.atomic():
         run = lock_run(claim.attempt.run_id)
         log = EventLog(run)
-        if not _fence(claim, status=AttemptStatus.FAILED, error=error, finished_at=now,
+        if not fence(claim, status=AttemptStatus.FAILED, error=error, finished_at=now,
                       failure_mode=FailureMode.DUPLICATE_SIDE_EFFECT, lease_expires_at=None):
             log.add(EventKind.RESULT_DISCARDED, claim.attempt, worker=claim.worker, error=error)
             log.flush()

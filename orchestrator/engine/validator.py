@@ -143,7 +143,7 @@ def validate(doc: Any, known_handlers: set[str] | None = None) -> list[Finding]:
                 findings.append(Finding(
                     "routes_and_next", "an agent that routes picks its next state among its routes; "
                     "remove 'next' / 'end', or remove 'routes'", state.name))
-        elif state.type in ("task", "agent", "wait", "parallel", "map"):
+        elif state.type in ("task", "agent", "subworkflow", "wait", "parallel", "map"):
             if state.next and state.end:
                 findings.append(Finding(
                     "next_and_end", "has both 'next' and 'end'; keep one", state.name))
@@ -156,6 +156,8 @@ def validate(doc: Any, known_handlers: set[str] | None = None) -> list[Finding]:
             findings.append(Finding(
                 "unknown_handler", f"handler '{state.handler}' is not registered; "
                 f"register it with @handler('{state.handler}') or use a known one ({hint})", state.name))
+        if state.type == "subworkflow":
+            findings += _child_findings(state, doc.get("name"))
         if state.type == "wait" and (state.seconds is None) == (state.seconds_path is None):
             findings.append(Finding(
                 "wait_duration", "a wait needs exactly one of 'seconds' or 'seconds_path'", state.name))
@@ -234,6 +236,30 @@ def _contract_findings(state: Any) -> list[Finding]:
     return findings
 
 
+def _child_findings(state: Any, own_name: str | None) -> list[Finding]:
+    """The workflow a sub-workflow state starts must be published (itself is allowed: the depth
+    cap bounds the recursion). Without a database (a definition checked offline) this is left
+    to run time, where a missing workflow fails the step with the same message."""
+    from django.db import DatabaseError
+
+    from ..models import WorkflowVersion
+
+    if state.workflow == own_name:
+        return []
+    try:
+        versions = set(WorkflowVersion.objects.filter(workflow__name=state.workflow).values_list("number", flat=True))
+    except DatabaseError:
+        return []
+    if not versions:
+        return [Finding("unknown_workflow", f"starts workflow '{state.workflow}', which has no published "
+                        "version; publish it first or name another workflow", state.name)]
+    if state.version is not None and state.version not in versions:
+        return [Finding("unknown_version", f"pins version {state.version} of '{state.workflow}', which does "
+                        f"not exist (it has {', '.join(map(str, sorted(versions)))}); pin one of those or "
+                        "remove 'version' to follow the latest", state.name)]
+    return []
+
+
 def _agent_findings(state: Any, states: dict[str, Any]) -> list[Finding]:
     from .providers.offline import offline_model_names
     from .registry import tool_names
@@ -245,6 +271,11 @@ def _agent_findings(state: Any, states: dict[str, Any]) -> list[Finding]:
             findings.append(Finding(
                 "handoff_target", f"hands off to '{state.to}', a {target.type} state; a handoff passes "
                 "control to an agent state", state.name))
+        elif target is not None and target.input_map is not None:
+            findings.append(Finding(
+                "handoff_target_input", f"hands off to '{state.to}', which declares an input mapping of its own; "
+                "an agent reached by a handoff receives what the handoff passes: remove its 'input' and "
+                "check what it receives with input_schema", state.name))
         return findings
     for name in state.tools:
         if name not in tool_names():

@@ -58,7 +58,8 @@ class EventKind(models.TextChoices):
     MODEL_REPLAYED = "model_replayed", "Model answer replayed (not paid again)"
     ROUTE_TAKEN = "route_taken", "Agent picked a route"
     HANDED_OFF = "handed_off", "Handed off to another agent"
-    CONTRACT_VIOLATED = "contract_violated", "Contract violated: context loss at handoff"
+    CHILD_STARTED = "child_started", "Sub-workflow run started"
+    CHILD_FINISHED = "child_finished", "Sub-workflow run finished"
 
 
 class AppendOnlyError(Exception):

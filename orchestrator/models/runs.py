@@ -82,6 +82,15 @@ class Run(models.Model):
     redrive_count = models.PositiveIntegerField(default=0)
     # Time spent waiting for people (approvals, operator decisions), excluded from latency KPIs.
     human_wait_seconds = models.FloatField(default=0)
+    # A child run (a sub-workflow state of another run): its parent waits on it, owns its
+    # cancellation and its effects, and lends it what is left of its budgets.
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.CASCADE, related_name="children")
+    parent_attempt = models.ForeignKey(
+        "orchestrator.StepAttempt", null=True, blank=True, on_delete=models.SET_NULL, related_name="child_runs",
+        help_text="The parent's attempt that waits for this run.",
+    )
+    budget_caps = models.JSONField(
+        default=dict, blank=True, help_text="Limits lent by the parent run (max_tokens, max_cost, max_depth).")
 
     class Meta:
         ordering = ["-created_at"]

@@ -70,14 +70,15 @@ def test_the_order_assistant_tracks_the_parcel_with_its_tools_and_emails_the_ans
     turns = run.attempts.filter(state_name="assistant").order_by("id")
     assert [a.output["turn"] for a in turns] == [1, 2, 3]  # lookup, track, answer: one step each
     assert run.context["assistant"]["data"]["status"] == "out for delivery"
-    assert sink.deliveries(f"reply-{run.pk}") == 1
+    assert sink.deliveries(Effect.objects.get(run=run, key="reply").idempotency_key) == 1
     assert run.tokens_used > 0 and run.cost_used > 0
 
 
 def test_the_order_assistant_says_so_when_the_order_has_not_shipped_or_does_not_exist():
-    preparing = drain(start_run("order_assistant", {"question": "?", "order_id": "A-1002", "customer": "bob@example.com"})[0])
+    asked = {"question": "Where is it?", "customer": "bob@example.com"}
+    preparing = drain(start_run("order_assistant", {**asked, "order_id": "A-1002"})[0])
     assert "being prepared" in preparing.output["text"]
-    unknown = drain(start_run("order_assistant", {"question": "?", "order_id": "Z-9", "customer": "bob@example.com"})[0])
+    unknown = drain(start_run("order_assistant", {**asked, "order_id": "Z-9"})[0])
     assert "could not find an order Z-9" in unknown.output["text"]
 
 
@@ -96,7 +97,7 @@ def test_triage_hands_a_double_charge_to_billing_which_refunds_it_once():
                                               "customer": "ann@example.com"})[0])
     assert run.status == RunStatus.SUCCEEDED, run.error
     assert "INV-2001" in run.output["text"] and "refunded" in run.output["text"]
-    assert sink.deliveries(f"refund-{run.pk}-INV-2001") == 1
+    assert sink.deliveries(Effect.objects.get(run=run, key="refund-INV-2001").idempotency_key) == 1
     assert run.depth_used == 1
     assert run.attempts.get(state_name="billing", sequence=run.attempts.filter(
         state_name="billing").order_by("sequence").first().sequence).input == {

@@ -246,15 +246,53 @@ def test_a_parallel_inside_a_branch_joins_into_its_branch():
     assert run.attempts.get(state_name="x1").branch_path == "fan#1/outer/inner#2/x"
 
 
-def test_redriving_a_run_that_failed_inside_a_branch_is_refused_clearly():
-    from orchestrator.engine.errors import InvalidTransition
+def test_redriving_a_run_that_failed_inside_a_branch_reruns_only_what_the_failure_stopped(tmp_path):
+    """a succeeded, b failed, c was cancelled mid-wait by the failure: a redrive reruns b's failed
+    visit and c's cancelled one; a keeps its checkpoint; the join fires once."""
     from orchestrator.engine.runs import redrive_run
 
-    fan_out("redrive_branch", {"a": branch(("a1", answer({"v": 1}))), "b": branch(("b1", {"type": "task",
-                                                                                         "handler": "test.fail"}))})
-    run = drain(start_run("redrive_branch")[0])
-    with pytest.raises(InvalidTransition, match="inside branch 'fan#1/b'"):
-        redrive_run(run.pk)
+    flag = tmp_path / "stock-arrived"
+    fan_out("redrive_branch", {
+        "a": branch(("a1", {"type": "task", "handler": "test.counted_sleep"})),
+        "b": branch(("b1", {"type": "task", "handler": "test.fail_until_flag", "args": {}})),
+        "c": branch(("c1", {"type": "wait", "seconds": 3600}), ("c2", answer({"c": True}))),
+    })
+    run = drain(start_run("redrive_branch", {"flag": str(flag)})[0])
+    assert run.status == RunStatus.FAILED and run.failed_attempt.state_name == "b1"
+    flag.touch()
+    run = redrive_run(run.pk)
+    assert run.status == RunStatus.RUNNING
+    fork = Fork.objects.get(run=run)
+    assert (fork.status, fork.done, fork.failed) == (ForkStatus.OPEN, 1, 0)
+    c1 = run.attempts.filter(state_name="c1").order_by("id")
+    assert [a.status for a in c1] == [AttemptStatus.CANCELLED, AttemptStatus.SCHEDULED]
+    assert c1.last().not_before > clock.now() + timedelta(seconds=3000)  # the rest of its wait
+    c1.filter(status=AttemptStatus.SCHEDULED).update(not_before=None)
+    run = until_idle(run)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert sink.requests(f"exec-{run.pk}-a1") == 1  # the succeeded branch is not run again
+    assert run.attempts.filter(state_name="b1").count() == 2
+    assert run.context["fan"]["c"] == {"c": True}
+    assert len(events(run, EventKind.JOINED)) == 1
+    assert sorted(e.data["branch"] for e in events(run, EventKind.BRANCH_RESUMED)) == ["fan#1/b", "fan#1/c"]
+
+
+def test_redriving_a_failure_inside_a_nested_branch_reopens_both_forks(tmp_path):
+    from orchestrator.engine.runs import redrive_run
+
+    flag = tmp_path / "fixed"
+    inner = {"type": "parallel", "end": True, "branches": {
+        "x": branch(("x1", answer({"deep": 1}))),
+        "y": branch(("y1", {"type": "task", "handler": "test.fail_until_flag"}))}}
+    fan_out("nested_redrive", {"outer": {"start_at": "inner", "states": {"inner": inner}},
+                               "plain": branch(("p1", answer({"flat": True})))})
+    run = drain(start_run("nested_redrive", {"flag": str(flag)})[0])
+    assert run.status == RunStatus.FAILED
+    flag.touch()
+    run = drain(redrive_run(run.pk))
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.context["fan"]["outer"] == {"x": {"deep": 1}, "y": {"flag": True}}
+    assert run.attempts.filter(state_name="x1").count() == 1
 
 
 def test_a_branch_that_ends_at_once_wins_a_first_join_and_no_other_branch_starts():

@@ -50,3 +50,15 @@ def test_strict_chaos_during_fan_out_loses_no_branch_and_joins_once(worker_env):
     assert runs.count() == 30
     for run in runs:  # the join fired exactly once in every run
         assert Event.objects.filter(run=run, kind=EventKind.JOINED).count() == 1
+
+
+def test_strict_chaos_on_agents_handing_off_refunds_once_and_replies_once(worker_env):
+    """The peer-network demo: kills and freezes land between model turns and inside tools."""
+    chaos(worker_env, 30, "--workflow", "support_network", "--flush-redis-every", "6", "--effect-seconds", "0.2")
+    from orchestrator.models import ModelCall, Run
+
+    runs = Run.objects.filter(workflow__name="support_network")
+    assert runs.count() == 30
+    for run in runs:  # every answer a run paid for was charged to it once
+        assert run.tokens_used == sum(c.tokens for c in ModelCall.objects.filter(run=run))
+        assert run.depth_used in (1, 2)

@@ -23,6 +23,8 @@ from orchestrator.sdk import (
 )
 from orchestrator.sdk import answer as offline_answer
 
+from . import state_type_handlers  # noqa: F401 (registers its handlers)
+
 
 def count_execution(ctx: StepContext) -> None:
     sink.deliver(f"exec-{ctx.run_id}-{ctx.state_name}", "execution", {"attempt": ctx.attempt_number})

@@ -121,8 +121,8 @@ def test_every_demo_workflow_validates_without_findings(path: Path):
 
 
 def test_the_demo_workflows_are_there():
-    assert [p.stem for p in DEMO_FILES] == ["follow_up", "noop_chain", "order_fulfilment", "research",
-                                                "summarise_document"]
+    assert [p.stem for p in DEMO_FILES] == ["follow_up", "noop_chain", "order_assistant", "order_fulfilment",
+                                            "research", "summarise_document", "support_network"]
 
 
 def test_order_fulfilment_parses_to_typed_states():
@@ -540,3 +540,58 @@ def test_a_map_iterator_is_checked_as_its_own_graph(make_doc, findings_for):
     doc = make_doc(each={"type": "map", "items_path": "input.items", "next": "done",
                          "iterator": {"start_at": "x", "states": {"x": task("done")}}}, done=SUCCEED)
     assert "belongs to the top level" in only(findings_for(doc), "crosses_branch", "x").message
+
+
+# --- agents, handoffs, contracts ----------------------------------------------------------------
+
+
+def agent(**fields: Any) -> dict[str, Any]:
+    return {"type": "agent", "provider": "offline", "model": "test.router", **fields}
+
+
+def test_an_agent_that_routes_may_only_name_existing_states(make_doc):
+    finding = only(validate(make_doc(triage=agent(routes=["done", "nowhere"]), done=SUCCEED)),
+                   "unknown_target", "triage")
+    assert "'nowhere'" in finding.message
+
+
+def test_an_agent_routes_or_goes_next_not_both(make_doc):
+    finding = only(validate(make_doc(triage=agent(routes=["done"], next="done"), done=SUCCEED)),
+                   "routes_and_next", "triage")
+    assert "remove 'next'" in finding.message
+
+
+def test_an_unknown_tool_or_offline_model_is_named_with_how_to_register_it(make_doc):
+    findings = validate(make_doc(a=agent(model="no.such.model", tools=["no.such.tool"], end=True),
+                                 budgets={"max_steps": 5}))
+    assert "@tool('no.such.tool')" in only(findings, "unknown_tool", "a").message
+    assert "@offline_model('no.such.model')" in only(findings, "unknown_model", "a").message
+
+
+def test_an_agent_with_tools_loops_so_it_needs_a_step_budget(make_doc):
+    finding = only(validate(make_doc(a=agent(tools=["test.add"], end=True))), "cycle_without_budget", "a")
+    assert "budgets.max_steps" in finding.message
+
+
+def test_a_handoff_must_lead_to_an_agent(make_doc):
+    doc = make_doc(pass_on={"type": "handoff", "to": "done", "input": {"q": "input.q"}}, done=SUCCEED)
+    assert "a handoff passes control to an agent state" in only(validate(doc), "handoff_target", "pass_on").message
+
+
+def test_a_cycle_through_handoffs_is_bounded_by_the_depth_cap(make_doc):
+    states = {"a": agent(routes=["to_b", "done"]), "to_b": {"type": "handoff", "to": "b", "input": {}},
+              "b": agent(routes=["to_a", "done"]), "to_a": {"type": "handoff", "to": "a", "input": {}},
+              "done": SUCCEED}
+    assert only(validate(make_doc(**states)), "cycle_without_budget", "a")
+    assert validate(make_doc(**states, budgets={"max_depth": 4})) == []
+
+
+def test_a_contract_schema_that_is_not_a_json_schema_is_refused(make_doc):
+    doc = make_doc(first=task(end=True, output_schema={"type": "banana"}))
+    assert "output_schema is not a valid JSON Schema" in only(validate(doc), "bad_schema", "first").message
+
+
+def test_an_agent_reached_by_a_handoff_takes_what_it_is_passed_not_a_mapping_of_its_own(make_doc):
+    doc = make_doc(pass_on={"type": "handoff", "to": "b", "input": {"q": "input.q"}},
+                   b=agent(input={"q": "input.other"}, end=True))
+    assert "remove its 'input'" in only(validate(doc), "handoff_target_input", "pass_on").message
