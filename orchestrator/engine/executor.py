@@ -41,7 +41,7 @@ WARM_SHUTDOWN = threading.Event()
 
 
 def worker_name() -> str:
-    return os.environ.get("RATCHET_WORKER_NAME") or f"{socket.gethostname()}:{os.getpid()}"
+    return os.environ.get("RATCHET_WORKER_NAME") or f"{socket.gethostname()}.{os.getpid()}"
 
 
 class _Deadline(BaseException):

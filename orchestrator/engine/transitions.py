@@ -197,7 +197,7 @@ def _over_budget(run: Run, definition: Any, attempt: StepAttempt, log: EventLog)
         return False
     log.add(EventKind.BUDGET_EXCEEDED, attempt, reason=breach)
     fail_run(run, log, engine_error("BudgetExceeded", breach), FailureMode.COST_EXPLOSION,
-             state_name=attempt.state_name)
+             state_name=attempt.state_name, cause=attempt)  # the step that broke it, not a sibling
     return True
 
 

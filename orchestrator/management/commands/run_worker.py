@@ -22,5 +22,6 @@ class Command(BaseCommand):
         connection = Redis.from_url(settings.REDIS_URL)
         worker_class = RatchetForkingWorker if fork else RatchetWorker
         name = name or f"{socket.gethostname()}.{os.getpid()}"
+        os.environ["RATCHET_WORKER_NAME"] = name  # attempts carry the name RQ and the heartbeats use
         worker = worker_class([Queue(q, connection=connection) for q in queues], connection=connection, name=name)
         worker.work(burst=burst, logging_level=os.environ.get("RATCHET_LOG_LEVEL", "WARNING"))
