@@ -27,9 +27,9 @@ from ..models.runs import TERMINAL_RUN_STATUSES
 from . import clock
 from .budgets import lent_to_child, limits, run_deadline
 from .claims import Claim, Usage
-from .contracts import check_output
+from .contracts import check_output, check_run_input
 from .definition import definition_for_version
-from .errors import ContractViolation, WorkflowNotFound, engine_error, error_payload
+from .errors import ContractViolation, InputInvalid, WorkflowNotFound, engine_error, error_payload
 from .eventlog import EventLog
 from .reconnect import with_db_retry
 from .runstate import fail_run, save_run
@@ -62,6 +62,12 @@ def start_child(claim: Claim) -> Run | None:
                                  f"cannot start a run of '{state.workflow}'")
             fail_run(parent, log, error, FailureMode.COST_EXPLOSION, state_name=state.name)
             version = None
+        if version is not None:
+            try:
+                check_run_input(definition_for_version(version), attempt.input)
+            except InputInvalid as invalid:
+                _fail_waiting(parent, claim.definition, attempt, error_payload(invalid), FailureMode.CONTEXT_LOSS, log)
+                version = None
         child = None
         if version is not None:
             child = _open_child(parent, claim.definition, attempt, version)

@@ -14,8 +14,8 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import best_match
 
 from . import guards
-from .definition import State
-from .errors import ContractViolation
+from .definition import Definition, State
+from .errors import ContractViolation, InputInvalid
 
 _MISSING = object()
 
@@ -62,3 +62,21 @@ def _check(schema: dict[str, Any] | None, value: Any, what: str) -> None:
     if error is not None:
         where = "/".join(str(p) for p in error.absolute_path) or "(the whole value)"
         raise ContractViolation(f"{what}: at {where}: {error.message}")
+
+
+def check_run_input(definition: Definition, value: Any) -> None:
+    """A run's input against its workflow's ``input_schema``: every faulty field, by path."""
+    if definition.input_schema is None:
+        return
+    fields: dict[str, str] = {}
+    for error in sorted(Draft202012Validator(definition.input_schema).iter_errors(value),
+                        key=lambda e: list(map(str, e.absolute_path))):
+        path = ".".join(str(p) for p in error.absolute_path)
+        if error.validator == "required" and isinstance(error.instance, dict):
+            missing = [name for name in error.validator_value if name not in error.instance]
+            for name in missing:
+                fields.setdefault(f"{path}.{name}" if path else name, "is required")
+            continue
+        fields.setdefault(path or "(input)", error.message)
+    if fields:
+        raise InputInvalid(fields)

@@ -143,6 +143,8 @@ class Definition:
     timeout_seconds: float | None = None
     topology: str = ""  # as declared; "" when the document declares none (nothing is checked then)
     title: str = ""
+    input_schema: dict[str, Any] | None = None  # what a run's input must be (checked at start)
+    sample_input: Any = None  # what the start form is prefilled with
 
     def state(self, name: str) -> State:
         return self.states[name]
@@ -229,6 +231,8 @@ def build_definition(doc: dict[str, Any]) -> Definition:
         timeout_seconds=doc.get("timeout_seconds"),
         topology=doc.get("topology", ""),
         title=doc.get("title", ""),
+        input_schema=doc.get("input_schema"),
+        sample_input=doc.get("sample_input", {}),
     )
 
 

@@ -30,6 +30,18 @@ class WorkflowNotFound(RatchetError):
     code = "R200"
 
 
+class InputInvalid(RatchetError):
+    """A run's input breaks its workflow's input schema; ``fields`` maps each faulty field's
+    path to what is wrong with it. Nothing was started."""
+
+    code = "R210"
+
+    def __init__(self, fields: dict[str, str]):
+        self.fields = fields
+        listed = "; ".join(f"{path}: {message}" for path, message in list(fields.items())[:5])
+        super().__init__(f"the input does not match the workflow's input schema ({listed})")
+
+
 class InvalidTransition(RatchetError):
     """A status change that the source status does not allow (e.g. cancel a finished run)."""
 

@@ -27,6 +27,7 @@ from ..models import (
 from . import clock, ledger, runstate
 from .attempts import retry_attempt
 from .budgets import run_deadline
+from .contracts import check_run_input
 from .definition import definition_for_version
 from .errors import InvalidTransition, WorkflowNotFound, engine_error
 from .eventlog import EventLog
@@ -63,6 +64,7 @@ def start_run(
     definition = definition_for_version(version)
     input = {} if input is None else input
     ensure_storable(input, "the run's input")
+    check_run_input(definition, input)
     try:
         with transaction.atomic():
             now = clock.now()

@@ -184,6 +184,8 @@ DEFINITION_SCHEMA: dict[str, Any] = {
         "topology": {"enum": ["single", "pipeline", "supervisor_worker", "network"]},
         "start_at": {"type": "string"},
         "timeout_seconds": {"type": "number", "exclusiveMinimum": 0},
+        "input_schema": {"type": "object"},
+        "sample_input": {},
         "budgets": {
             "type": "object",
             "additionalProperties": False,

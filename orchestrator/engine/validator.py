@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from jsonschema import Draft202012Validator
-from jsonschema.exceptions import SchemaError
+from jsonschema.exceptions import SchemaError, best_match
 
 from . import guards
 from .definition import MAP_BRANCH, Definition, build_definition, collect_states
@@ -113,6 +113,7 @@ def validate(doc: Any, known_handlers: set[str] | None = None) -> list[Finding]:
         return findings
     definition = build_definition(doc)
     states = definition.states
+    findings += _input_findings(definition)
     if definition.start_at not in states:
         findings.append(Finding(
             "unknown_start", f"start_at names '{definition.start_at}', which is not a state; "
@@ -220,6 +221,24 @@ def _graph_findings(start: str, names: list[str], states: dict[str, Any], has_bu
             "set budgets.max_steps (or budgets.max_depth, for a cycle through a handoff) so a looping run "
             "stops", loop))
     return findings
+
+
+def _input_findings(definition: Definition) -> list[Finding]:
+    """The workflow's input schema must be a JSON Schema, and its sample input must pass it."""
+    schema = definition.input_schema
+    if schema is None:
+        return []
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as error:
+        return [Finding("bad_schema", f"input_schema is not a valid JSON Schema: {error.message}; fix it "
+                        "or remove it")]
+    problem = best_match(Draft202012Validator(schema).iter_errors(definition.sample_input))
+    if problem is not None:
+        where = "/".join(str(p) for p in problem.absolute_path) or "(the whole input)"
+        return [Finding("sample_input", f"sample_input breaks input_schema at {where}: {problem.message}; "
+                        "fix the sample so the start form offers a valid input")]
+    return []
 
 
 def _contract_findings(state: Any) -> list[Finding]:

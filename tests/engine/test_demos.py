@@ -83,7 +83,7 @@ def test_the_order_assistant_says_so_when_the_order_has_not_shipped_or_does_not_
 
 
 def test_the_order_assistant_refuses_a_question_without_an_order_number_as_context_loss():
-    run = drain(start_run("order_assistant", {"question": "Where is my order?"})[0])
+    run = drain(start_run("order_assistant", {"question": "Where is my order?", "customer": "ann@example.com"})[0])
     assert run.status == RunStatus.FAILED and run.failure_mode == "context_loss"
     assert "'order_id'" in run.error["message"]
     assert not run.attempts.exclude(state_name="assistant").exists()
@@ -126,3 +126,13 @@ def test_billing_refuses_a_handoff_without_the_customer_as_context_loss():
     run = drain(start_run("support_network", {"question": "Refund my invoice"})[0])
     assert run.status == RunStatus.FAILED and run.failure_mode == "context_loss"
     assert "input field 'customer'" in run.error["message"]
+
+
+def test_an_input_that_breaks_the_workflows_input_schema_starts_nothing_and_names_each_field():
+    from orchestrator.engine.errors import InputInvalid
+    from orchestrator.models import Run
+
+    with pytest.raises(InputInvalid) as refused:
+        start_run("order_fulfilment", {"items": [{"sku": "X", "qty": 0, "price": 1}]})
+    assert refused.value.fields == {"order_id": "is required", "items.0.qty": "0 is less than the minimum of 1"}
+    assert not Run.objects.exists()

@@ -222,3 +222,12 @@ def test_cancelling_the_parent_while_the_child_completes_never_deadlocks():
         assert (child.status, delegate.status) in {(RunStatus.CANCELLED, AttemptStatus.CANCELLED),
                                                    (RunStatus.SUCCEEDED, AttemptStatus.CANCELLED),
                                                    (RunStatus.SUCCEEDED, AttemptStatus.SUCCEEDED)}
+
+
+def test_a_child_input_that_breaks_the_child_workflows_input_schema_fails_as_context_loss():
+    publish({"name": "strict_child", "start_at": "done", "input_schema": {"type": "object", "required": ["sku"]},
+             "sample_input": {"sku": "X"}, "states": {"done": {"type": "succeed"}}})
+    run = drain(start_run(parent_flow("sloppy_parent", "strict_child", input={"item": "input.sku"}), {"sku": "B"})[0])
+    assert run.status == RunStatus.FAILED and run.failure_mode == FailureMode.CONTEXT_LOSS
+    assert "sku: is required" in run.error["message"]
+    assert not Run.objects.filter(parent=run).exists()  # no child was started
