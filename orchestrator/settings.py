@@ -116,6 +116,14 @@ RQ_QUEUES = {
     if name
 }
 RQ = {"COMMIT_MODE": "auto"}
+# django-rq's dashboard breaks under Django 5.2's admin JavaScript: no link to it from the admin
+# (the Queues page shows queues and workers).
+RQ_SHOW_ADMIN_LINK = False
+
+# /metrics (README "Metrics"): a bearer token, and/or client addresses (IPs or networks) that may
+# scrape it without one. With neither, only signed-in staff may read it.
+RATCHET_METRICS_TOKEN = os.environ.get("RATCHET_METRICS_TOKEN", "")
+RATCHET_METRICS_ALLOW = [a.strip() for a in os.environ.get("RATCHET_METRICS_ALLOW", "").split(",") if a.strip()]
 
 AUTH_PASSWORD_VALIDATORS = [
     {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},

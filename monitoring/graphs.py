@@ -1,0 +1,776 @@
+"""A workflow definition drawn as an inline SVG by Graphviz's ``dot``.
+
+    svg = render_svg(definition, marks={"charge": StateMark.CURRENT}, selected="charge",
+                     link=lambda name: f"?state={name}")
+
+What the picture means (``legend_items()`` lists the same, for the page to draw as HTML):
+
+* every state is one node whose *shape* and *fill* say its type, and whose label says it in
+  words too (``task · demo.charge``); the run's first state has an edge from a dark "start"
+  node; succeed and fail states have double outlines; states that end the run with
+  ``end: true`` point to a dark "end" node;
+* a parallel state's branches and a map's iterator are clusters labelled with the branch name
+  (and ``counts``); the parallel/map node forks into them and a small "join" node gathers them:
+  the state's ``next`` and ``catch`` edges leave from the join, because that is when they fire;
+* edges: ``next`` plain; choice rules labelled with the condition (``total >= 500``); the
+  choice default labelled "default"; ``catch`` dashed and labelled with the errors; agent
+  ``routes`` dashed, labelled "route"; handoffs labelled "handoff";
+* ``marks`` (a run's view) fill a state with its status colour, change its outline pattern
+  and add "status: <word>" to its label, so nothing is said by colour alone; states without a
+  mark are drawn white (not reached);
+* ``selected`` draws one node with a thick dark-blue outline.
+
+Escaping: nothing the definition says reaches dot's input unescaped. Labels are HTML-like
+labels built here with ``html.escape``; tooltips are escaped the same way (dot keeps entities);
+backslashes, which dot expands (``\\N``, ``\\G``, ``\\l``) even inside HTML labels and tooltips, are
+shown as U+2216 "∖"; control characters become spaces; ids and classes are built only from
+``[A-Za-z0-9_]``; hrefs come from ``link(name)``, are refused unless relative or http(s), and are
+HTML-escaped because dot copies them verbatim.
+
+Rendering is cached (LRU) by the definition's content, ``marks``, ``counts``, ``selected`` and the
+hrefs ``link`` produces: the same inputs give the very same string object back (a second LRU,
+by dot source, catches different inputs that draw the same graph).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import json
+import re
+import subprocess
+import textwrap
+import threading
+import unicodedata
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from functools import lru_cache
+from typing import Any, NamedTuple
+
+import graphviz
+
+from orchestrator.engine.definition import Definition, State
+
+__all__ = [
+    "GraphRenderError",
+    "LegendItem",
+    "StateMark",
+    "clear_cache",
+    "cluster_id",
+    "condition_text",
+    "legend_items",
+    "legend_swatch",
+    "node_id",
+    "render_svg",
+    "to_dot",
+]
+
+CACHE_SIZE = 128
+DOT_TIMEOUT_SECONDS = 20
+FONT = "Helvetica"
+EDGE_LABEL_WIDTH = 30  # characters a line; edge labels wrap over at most EDGE_LABEL_LINES lines
+EDGE_LABEL_LINES = 3
+
+
+class StateMark(StrEnum):
+    """A state's status in one run (``orchestrator.engine.history.state_marks`` gives the first four)."""
+
+    VISITED = "visited"
+    CURRENT = "current"
+    FAILED = "failed"
+    COMPENSATED = "compensated"
+    SKIPPED = "skipped"
+
+
+class GraphRenderError(RuntimeError):
+    """dot is missing, failed, or took too long."""
+
+
+@dataclass(frozen=True)
+class _Look:
+    label: str  # what the legend says
+    shape: str
+    fill: str
+    stroke: str
+    style: str = ""  # dot style words besides "filled"
+    penwidth: float = 1.2
+    peripheries: int = 1
+    fontcolor: str = "#202124"
+
+
+# Types: a shape each (so print and colour-blind readers tell them apart) and a pale fill.
+TYPE_LOOKS: dict[str, _Look] = {
+    "task": _Look("Task: runs a handler", "box", "#e8f0fe", "#1967d2", "rounded"),
+    "agent": _Look("Agent: a model with tools", "hexagon", "#f3e8fd", "#8430ce"),
+    "handoff": _Look("Handoff: passes control to an agent", "cds", "#feefe3", "#c26401"),
+    "subworkflow": _Look("Sub-workflow: starts a child run", "folder", "#e4f7fb", "#007b83"),
+    "choice": _Look("Choice: first matching rule wins", "diamond", "#fef7e0", "#b06000"),
+    "wait": _Look("Wait: sleeps", "parallelogram", "#f1f3f4", "#5f6368"),
+    "parallel": _Look("Parallel: runs its branches at once", "trapezium", "#e8eaf6", "#3949ab"),
+    "map": _Look("Map: runs its iterator per item", "box3d", "#fce4ec", "#ad1457"),
+    "approval": _Look("Approval: waits for a person", "note", "#fff8e1", "#8d6e00"),
+    "succeed": _Look("Succeed: ends the run successfully", "oval", "#e6f4ea", "#137333", peripheries=2),
+    "fail": _Look("Fail: ends the run with an error", "doubleoctagon", "#fce8e6", "#c5221f"),
+}
+UNKNOWN_LOOK = _Look("Unknown type", "box", "#ffffff", "#5f6368", "dashed")
+MISSING_LOOK = _Look("Missing: a transition names no state", "box", "#ffffff", "#c5221f", "dashed", fontcolor="#c5221f")
+JOIN_LOOK = _Look("Join: where branches meet", "invtrapezium", "#f1f3f4", "#5f6368", fontcolor="#3c4043")
+START_LOOK = _Look("Start of the run", "oval", "#202124", "#202124", fontcolor="#ffffff")
+END_LOOK = _Look("End of the run (a state with end: true)", "oval", "#202124", "#202124", peripheries=2,
+                 fontcolor="#ffffff")
+# Statuses: a fill, an outline colour AND an outline pattern, plus the word in the label.
+STATUS_LOOKS: dict[StateMark, _Look] = {
+    StateMark.VISITED: _Look("Visited: ran and finished", "", "#e6f4ea", "#137333", "solid", 1.6),
+    StateMark.CURRENT: _Look("Current: running or waiting now", "", "#fef7e0", "#b06000", "bold", 3.0),
+    StateMark.FAILED: _Look("Failed", "", "#fce8e6", "#c5221f", "solid", 2.6),
+    StateMark.COMPENSATED: _Look("Compensated: its effect was undone", "", "#f3e8fd", "#8430ce", "dashed", 2.0),
+    StateMark.SKIPPED: _Look("Skipped", "", "#f8f9fa", "#80868b", "dotted", 1.6, fontcolor="#5f6368"),
+}
+# dot's own trapezia are very wide around a multi-line label: gentler polygons, same meaning.
+_DOT_SHAPES: dict[str, dict[str, str]] = {
+    "trapezium": {"shape": "polygon", "sides": "4", "distortion": "-0.15", "margin": "0.03,0"},
+    "invtrapezium": {"shape": "polygon", "sides": "4", "distortion": "0.2"},
+}
+UNREACHED_FILL = "#ffffff"
+SELECTED_COLOR = "#174ea6"
+SELECTED_PENWIDTH = 4.5
+
+
+@dataclass(frozen=True)
+class _EdgeLook:
+    label: str
+    style: str
+    color: str
+
+
+EDGE_LOOKS: dict[str, _EdgeLook] = {
+    "next": _EdgeLook("Next: then runs", "solid", "#3c4043"),
+    "choice": _EdgeLook("Choice rule, labelled with its condition", "solid", "#3c4043"),
+    "default": _EdgeLook("Choice default, labelled \"default\"", "solid", "#3c4043"),
+    "catch": _EdgeLook("Catch, labelled with the errors it catches", "dashed", "#c5221f"),
+    "route": _EdgeLook("Agent route, labelled \"route\"", "dashed", "#8430ce"),
+    "handoff": _EdgeLook("Handoff, labelled \"handoff\"", "bold", "#c26401"),
+    "fork": _EdgeLook("Into a branch", "solid", "#80868b"),
+    "join": _EdgeLook("Branch finished", "solid", "#80868b"),
+}
+
+
+class LegendItem(NamedTuple):
+    """One legend entry: ``key`` is a state type, a ``StateMark`` value or an edge kind."""
+
+    key: str
+    label: str
+    shape: str  # dot shape name ("" for statuses and edges)
+    fill: str
+    stroke: str
+    line: str  # solid, dashed, dotted or bold
+    group: str  # "type", "marker", "status" or "edge"
+
+
+def legend_items() -> list[LegendItem]:
+    """Every shape, status and edge style the graphs use, for the page to draw as HTML.
+
+    The legend is not drawn inside the SVG: dot would lay it out among the states (it moves
+    with every graph and makes large graphs larger), and as HTML it wraps on narrow screens,
+    is read by screen readers, and is drawn once for several graphs. ``legend_swatch(item)``
+    gives a small SVG sample of each."""
+    items = [LegendItem(t, look.label, look.shape, look.fill, look.stroke, _line(look.style, look.peripheries), "type")
+             for t, look in TYPE_LOOKS.items()]
+    items += [LegendItem(key, look.label, look.shape, look.fill, look.stroke, _line(look.style, look.peripheries),
+                         "marker")
+              for key, look in (("start", START_LOOK), ("end", END_LOOK), ("join", JOIN_LOOK))]
+    items += [LegendItem(str(mark), f"status: {mark} ({look.label})", "", look.fill, look.stroke,
+                         _line(look.style, 1), "status") for mark, look in STATUS_LOOKS.items()]
+    items.append(LegendItem("unreached", "No status: not reached in this run (run views only)", "", UNREACHED_FILL,
+                            "#5f6368", "solid", "status"))
+    items.append(LegendItem("selected", "Selected: thick dark-blue outline", "", "#ffffff", SELECTED_COLOR, "bold",
+                            "status"))
+    items += [LegendItem(kind, look.label, "", "", look.color, look.style, "edge") for kind, look in EDGE_LOOKS.items()]
+    return items
+
+
+def _line(style: str, peripheries: int) -> str:
+    if peripheries > 1:
+        return "double"
+    for word in ("dashed", "dotted", "bold"):
+        if word in style:
+            return word
+    return "solid"
+
+
+_SWATCH_POINTS = {
+    "hexagon": "4,9 8,2 24,2 28,9 24,16 8,16",
+    "cds": "2,2 24,2 30,9 24,16 2,16",
+    "diamond": "16,1 30,9 16,17 2,9",
+    "parallelogram": "7,2 30,2 25,16 2,16",
+    "invtrapezium": "2,2 30,2 26,16 6,16",
+    "trapezium": "6,2 26,2 30,16 2,16",
+    "doubleoctagon": "8,1 24,1 31,6 31,12 24,17 8,17 1,12 1,6",
+    "note": "2,2 24,2 30,7 30,16 2,16",
+    "folder": "2,4 12,4 14,2 20,2 22,4 30,4 30,16 2,16",
+    "box3d": "2,5 5,2 30,2 30,13 27,16 2,16",
+}
+_DASH = {"dashed": ' stroke-dasharray="4 2"', "dotted": ' stroke-dasharray="1 2"'}
+
+
+def legend_swatch(item: LegendItem) -> str:
+    """A 32x18 inline SVG sample of a legend item (its shape, fill and line), safe to embed."""
+    fill = html.escape(item.fill or "none")
+    stroke = html.escape(item.stroke or "#000000")
+    width = 3 if item.line == "bold" else 1.5
+    dash = _DASH.get(item.line, "")
+    paint = f'fill="{fill}" stroke="{stroke}" stroke-width="{width}"{dash}'
+    if item.group == "edge":
+        body = (f'<line x1="2" y1="9" x2="25" y2="9" stroke="{stroke}" stroke-width="{width}"{dash}/>'
+                f'<polygon points="25,5 31,9 25,13" fill="{stroke}"/>')
+    elif item.shape in ("oval", "ellipse"):
+        body = f'<ellipse cx="16" cy="9" rx="14" ry="7" {paint}/>'
+        if item.line == "double":
+            body += f'<ellipse cx="16" cy="9" rx="11" ry="4.5" fill="none" stroke="{stroke}" stroke-width="1"/>'
+    elif item.shape in _SWATCH_POINTS:
+        body = f'<polygon points="{_SWATCH_POINTS[item.shape]}" {paint}/>'
+    else:
+        radius = ' rx="4"' if item.shape == "box" and item.group == "type" else ""
+        body = f'<rect x="2" y="2" width="28" height="14"{radius} {paint}/>'
+    return (f'<svg class="legend-swatch" width="32" height="18" viewBox="0 0 32 18" aria-hidden="true" '
+            f'xmlns="http://www.w3.org/2000/svg">{body}</svg>')
+
+
+# ---------------------------------------------------------------------------------------------
+# Ids and text
+
+_SAFE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}\Z")
+_SCHEME = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]*):")
+_BAD_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+_SPACES = re.compile(r"\s+")
+
+
+def node_id(state_name: str) -> str:
+    """The SVG ``id`` of a state's node: ``state_<name>`` for names the validator accepts
+    (``[A-Za-z_][A-Za-z0-9_]*``), ``statex_<utf-8 hex>`` for anything else. Never collides."""
+    state_name = state_name if isinstance(state_name, str) else str(state_name)
+    if _SAFE_NAME.match(state_name):
+        return f"state_{state_name}"
+    return "statex_" + state_name.encode("utf-8", "surrogatepass").hex()
+
+
+def cluster_id(state_name: str, branch_index: int) -> str:
+    """The SVG ``id`` (and dot subgraph name) of a parallel's branch (in name order) or a map's
+    iterator (index 0)."""
+    return f"cluster_{node_id(state_name)}_{branch_index}"
+
+
+def _clean(value: Any, limit: int = 0) -> str:
+    """User text made safe for dot: one line, no control characters, no backslashes (dot expands
+    ``\\N``, ``\\G``... even inside HTML labels and tooltips), at most ``limit`` characters."""
+    text = value if isinstance(value, str) else str(value)
+    text = _SPACES.sub(" ", _BAD_CHARS.sub(" ", text)).strip().replace("\\", "\u2216")
+    text = unicodedata.normalize("NFC", text)
+    if limit and len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text
+
+
+def _h(value: Any, limit: int = 0) -> str:
+    """Text for inside an HTML-like label."""
+    return _escape(_clean(value, limit))
+
+
+def _escape(text: str) -> str:
+    # dot's HTML-label lexer rejects text starting with "]": write it as a character reference.
+    return html.escape(text, quote=True).replace("]", "&#93;")
+
+
+def _tip(value: Any, limit: int = 400) -> str:
+    """A tooltip: dot leaves entities alone and escapes the rest, so escaping first shows the text as given."""
+    return graphviz.nohtml(html.escape(_clean(value, limit), quote=True))
+
+
+def _url(value: Any) -> str | None:
+    """An href from ``link()``: relative or http(s) only, HTML-escaped (dot copies URLs verbatim)."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    if _BAD_CHARS.search(value):
+        return None
+    scheme = _SCHEME.match(value)
+    if scheme and scheme.group(1).lower() not in ("http", "https"):
+        return None
+    return html.escape(value.strip(), quote=True).replace("\\", "&#92;")
+
+
+def _wrapped(text: str, width: int = EDGE_LABEL_WIDTH, lines: int = EDGE_LABEL_LINES) -> list[str]:
+    """Escaped lines of at most ``width`` characters (words kept whole where they fit), the last
+    one cut with "…" when the text needs more than ``lines``."""
+    parts = textwrap.wrap(_clean(text), width, break_on_hyphens=False) or [""]
+    if len(parts) > lines:
+        parts = [*parts[: lines - 1], _clean(" ".join(parts[lines - 1:]), width)]
+    return [_escape(part) for part in parts]
+
+
+def _shape(name: str) -> dict[str, str]:
+    return _DOT_SHAPES.get(name, {"shape": name})
+
+
+def _html_label(*lines: str) -> str:
+    return "<" + "<BR/>".join(line for line in lines if line) + ">"
+
+
+def _tag(tag: str, text: str) -> str:
+    """``<TAG>text</TAG>``, or nothing for no text (dot rejects an empty element)."""
+    return f"<{tag}>{text}</{tag}>" if text else ""
+
+
+def _small(text: str, size: int = 10) -> str:
+    return f'<FONT POINT-SIZE="{size}">{text}</FONT>' if text else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Conditions
+
+_OPS = {"eq": "==", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "in": "in", "not_in": "not in",
+        "contains": "contains", "starts_with": "starts with", "ends_with": "ends with"}
+
+
+def _value_text(value: Any) -> str:
+    try:
+        text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        text = repr(value)
+    return text if len(text) <= 24 else text[:23] + "…"
+
+
+def condition_text(condition: Any, *, nested: bool = False) -> str:
+    """A short readable form of a guard: ``validate.total >= 500``; ``all``/``any`` become
+    ``and``/``or`` (beyond two parts: ``and 3 more``), ``not`` prefixes."""
+    if not isinstance(condition, dict):
+        return "?"
+    for key, word in (("all", "and"), ("any", "or")):
+        if key in condition:
+            parts = condition[key] if isinstance(condition[key], list) else []
+            shown = [condition_text(part, nested=True) for part in parts[:2]]
+            if len(parts) > 2:
+                shown.append(f"{len(parts) - 2} more")
+            text = f" {word} ".join(shown) or "?"
+            return f"({text})" if nested and len(shown) > 1 else text
+    if "not" in condition:
+        return "not " + condition_text(condition["not"], nested=True)
+    path = condition.get("path", "?")
+    op = condition.get("op", "?")
+    value = condition.get("value", True)
+    if op == "exists":
+        return f"{path} {'exists' if value else 'is missing'}"
+    if op == "is_null":
+        return f"{path} {'is null' if value else 'is not null'}"
+    return f"{path} {_OPS.get(op, op)} {_value_text(value)}"
+
+
+def _full_condition(condition: Any) -> str:
+    try:
+        return json.dumps(condition, ensure_ascii=False, sort_keys=True, default=str)
+    except (TypeError, ValueError):
+        return repr(condition)
+
+
+# ---------------------------------------------------------------------------------------------
+# Building the dot source
+
+
+@dataclass(frozen=True)
+class _Edge:
+    source: str  # node id
+    target: str  # state name
+    kind: str
+    label: str = ""
+    tooltip: str = ""
+
+
+def _detail(state: State) -> str:
+    """The second line of a node: the type in words and what it runs."""
+    t = state.type
+    if t == "task":
+        return f"task · {state.handler or '?'}"
+    if t == "agent":
+        tools = f" · {len(state.tools)} tool{'s' if len(state.tools) != 1 else ''}" if state.tools else ""
+        return f"agent · {state.model or state.provider or '?'}{tools}"
+    if t == "handoff":
+        return f"handoff to {state.to or '?'}"
+    if t == "subworkflow":
+        version = f" v{state.version}" if state.version else ""
+        return f"sub-workflow · {state.workflow or '?'}{version}"
+    if t == "wait":
+        if state.seconds is not None:
+            return f"wait {_number(state.seconds)} s"
+        return f"wait until {state.seconds_path}" if state.seconds_path else "wait"
+    if t == "parallel":
+        n = len(state.branches)
+        join = state.join.mode if state.join.mode == "all" else f"{state.join.mode} {_needed(state)}"
+        return f"parallel · {n} branch{'es' if n != 1 else ''} · join {join}"
+    if t == "map":
+        over = f" over {state.items_path}" if state.items_path else ""
+        at_once = f" · {state.max_concurrency} at once" if state.max_concurrency else ""
+        return f"map{over}{at_once}"
+    if t == "fail":
+        return f"fail · {state.error}" if state.error else "fail"
+    return t
+
+
+def _number(value: Any) -> str:
+    return f"{value:g}" if isinstance(value, (int, float)) and not isinstance(value, bool) else str(value)
+
+
+def _needed(state: State) -> str:
+    """How many branches a quorum/first join waits for (a draft may say something odd)."""
+    try:
+        return str(state.join.needed(len(state.branches)))
+    except TypeError:
+        return str(state.join.count)
+
+
+def _title(state: State) -> str:
+    raw = state.raw if isinstance(state.raw, dict) else {}
+    return raw.get("title") if isinstance(raw.get("title"), str) else ""
+
+
+def _tooltip_text(state: State, mark: StateMark | None, count: str | None) -> str:
+    raw = state.raw if isinstance(state.raw, dict) else {}
+    parts = [f"{state.name} ({state.type})", _detail(state)]
+    if _title(state):
+        parts.append(_title(state))
+    if isinstance(raw.get("comment"), str) and raw["comment"]:
+        parts.append(raw["comment"])
+    if state.type == "agent" and state.tools:
+        parts.append("tools: " + ", ".join(state.tools))
+    if state.type in ("parallel", "map") and state.reducer.strategy != "collect":
+        parts.append(f"reducer: {state.reducer.strategy}")
+    if state.type == "fail" and state.cause:
+        parts.append(f"cause: {state.cause}")
+    if count:
+        parts.append(count)
+    if mark:
+        parts.append(f"status: {mark}")
+    return " — ".join(str(p) for p in parts)
+
+
+def _edges(state: State, source: str) -> Iterator[_Edge]:
+    """Every transition out of ``state``, drawn from node ``source``."""
+    name = state.name
+    if state.next:
+        yield _Edge(source, state.next, "next", "", f"{name} → {state.next}")
+    numbered = len(state.choices) > 1
+    for i, rule in enumerate(state.choices, 1):
+        summary = condition_text(rule.condition)
+        label = f"{i}. {summary}" if numbered else summary
+        yield _Edge(source, rule.next, "choice", label,
+                    f"{name} → {rule.next}: rule {i}, when {_full_condition(rule.condition)}")
+    if state.default:
+        yield _Edge(source, state.default, "default", "default", f"{name} → {state.default}: when no rule matches")
+    for rule in state.catch:
+        errors = ", ".join("any error" if e == "*" else str(e) for e in rule.errors) or "any error"
+        yield _Edge(source, rule.next, "catch", f"catch {errors}", f"{name} → {rule.next}: on {errors}")
+    for route in state.routes:
+        yield _Edge(source, route, "route", "route", f"{name} → {route}: agent route")
+    if state.to:
+        yield _Edge(source, state.to, "handoff", "handoff", f"{name} → {state.to}: handoff")
+
+
+class _Builder:
+    def __init__(self, definition: Definition, inputs: _Inputs) -> None:
+        self.definition = definition
+        self.states = definition.states
+        self.marks = inputs.marks
+        self.counts = inputs.counts
+        self.selected = inputs.selected
+        self.hrefs = inputs.hrefs
+        self.run_view = inputs.marks is not _NO_MARKS
+        self.edges: list[_Edge] = []
+        self.missing: set[str] = set()
+        self.placed: set[str] = set()
+        self.needs_end = False
+        # scope -> states in that scope (document order); "" is the top level.
+        self.by_scope: dict[str, list[State]] = {}
+        for state in self.states.values():
+            self.by_scope.setdefault(state.scope, []).append(state)
+
+    def build(self) -> graphviz.Digraph:
+        g = graphviz.Digraph("workflow")
+        g.attr("graph", rankdir="TB", nodesep="0.35", ranksep="0.45", fontname=FONT, fontsize="11", pad="0.1")
+        g.attr("node", fontname=FONT, fontsize="12", margin="0.12,0.05")
+        g.attr("edge", fontname=FONT, fontsize="10", arrowsize="0.7")
+        start = self.definition.start_at
+        g.node("graph_start", label="<start>", tooltip="start of the run", id="graph_start", shape="oval",
+               style="filled", fillcolor=START_LOOK.fill, color=START_LOOK.stroke, fontcolor=START_LOOK.fontcolor,
+               fontsize="10", height="0.3", **{"class": "marker marker_start"})
+        self.edges.append(_Edge("graph_start", start, "next", "", f"start → {start}"))
+        self._scope(g, "")
+        # States whose scope names no branch (a malformed draft) still get drawn, at the top.
+        for state in self.states.values():
+            if state.name not in self.placed:
+                self._state(g, state)
+        if self.needs_end:
+            g.node("graph_end", label="<end>", tooltip="end of the run", id="graph_end", shape="oval",
+                   style="filled", fillcolor=END_LOOK.fill, color=END_LOOK.stroke, fontcolor=END_LOOK.fontcolor,
+                   peripheries="2", fontsize="10", height="0.3", **{"class": "marker marker_end"})
+        for edge in self.edges:
+            self._edge(g, edge)
+        for name in sorted(self.missing):
+            g.node(f"missing_{node_id(name)}", label=_html_label(_h(f"missing state: {name}", 60)),
+                   tooltip=_tip(f"no state is called {name}"), shape=MISSING_LOOK.shape, style="dashed",
+                   color=MISSING_LOOK.stroke, fontcolor=MISSING_LOOK.fontcolor, id=f"missing_{node_id(name)}",
+                   **{"class": "missing"})
+        return g
+
+    def _scope(self, g: graphviz.Digraph, scope: str) -> None:
+        for state in self.by_scope.get(scope, []):
+            self._state(g, state)
+
+    def _state(self, g: graphviz.Digraph, state: State) -> None:
+        if state.name in self.placed:
+            return
+        self.placed.add(state.name)
+        name = state.name
+        nid = node_id(name)
+        mark = self.marks.get(name)
+        count = self.counts.get(name)
+        type_name = state.type if isinstance(state.type, str) else "unknown"
+        look = TYPE_LOOKS.get(type_name, UNKNOWN_LOOK)
+        lines = [_tag("B", _h(name, 60)) or "(no name)", _small(_h(_detail(state), 48))]
+        if _title(state):
+            lines.append(_small(_tag("I", _h(_title(state), 48))))
+        if count:
+            lines.append(_small(_tag("B", _h(count, 40))))
+        if mark:
+            lines.append(f"<B>status: {_h(mark)}</B>")
+        styles = [w for w in look.style.split(",") if w]
+        attrs: dict[str, Any] = {
+            "id": nid, **_shape(look.shape), "color": look.stroke, "fillcolor": look.fill,
+            "fontcolor": look.fontcolor, "penwidth": f"{look.penwidth:g}",
+            "tooltip": _tip(_tooltip_text(state, mark, count)),
+        }
+        if look.peripheries > 1:
+            attrs["peripheries"] = str(look.peripheries)
+        classes = ["state", f"type_{type_name}" if _SAFE_NAME.match(type_name) else "type_unknown"]
+        if self.run_view:
+            attrs["fillcolor"] = UNREACHED_FILL
+        if mark:
+            status = STATUS_LOOKS[mark]
+            attrs.update(fillcolor=status.fill, color=status.stroke, fontcolor=status.fontcolor,
+                         penwidth=f"{status.penwidth:g}")
+            styles = [w for w in styles if w not in ("dashed", "dotted", "bold", "solid")] + [status.style]
+            classes.append(f"status_{mark}")
+        if name == self.selected:
+            attrs.update(color=SELECTED_COLOR, penwidth=f"{SELECTED_PENWIDTH:g}")
+            classes.append("selected")
+        if name == self.definition.start_at:
+            classes.append("start_at")
+        attrs["style"] = ",".join(["filled", *styles])
+        attrs["class"] = " ".join(classes)
+        href = self.hrefs.get(name)
+        if href:
+            attrs["URL"] = graphviz.nohtml(href)
+        g.node(nid, label=_html_label(*lines), **attrs)
+
+        if state.branches and state.type in ("parallel", "map"):
+            self._fork(g, state)
+            return
+        if state.end and not state.is_terminal:
+            self._end(state, nid)
+        self.edges.extend(_edges(state, nid))
+
+    def _end(self, state: State, source: str) -> None:
+        """``end: true``: the end of the run at the top level, the end of the branch inside one."""
+        parent = self._parent(state)
+        if parent is None:
+            self.needs_end = True
+            self.edges.append(_Edge(source, "", "end", "", f"{state.name} → end of the run"))
+        else:
+            self.edges.append(_Edge(source, f"join_{node_id(parent.name)}", "join", "",
+                                    f"{state.name}: branch finished, to the join of {parent.name}"))
+
+    def _parent(self, state: State) -> State | None:
+        owner = state.scope.split("/", 1)[0] if state.scope else ""
+        parent = self.states.get(owner)
+        return parent if parent is not None and parent.branches else None
+
+    def _fork(self, g: graphviz.Digraph, state: State) -> None:
+        """A parallel's branches (or a map's iterator) as clusters, then a join node that the
+        state's own transitions leave from."""
+        nid = node_id(state.name)
+        join = f"join_{nid}"
+        is_map = state.type == "map"
+        for i, branch in enumerate(state.branches):
+            scope = f"{state.name}/{branch.name}"
+            cid = cluster_id(state.name, i)
+            count = self.counts.get(scope) or (self.counts.get(state.name) if is_map else None)
+            if is_map:
+                heading = f"<B>each item</B> of {_h(state.name, 40)}"
+            else:
+                heading = _tag("B", _h(branch.name, 40)) or "branch"
+            label = _html_label(heading + (" · " + _h(count, 40) if count else ""))
+            kind = "iterator" if is_map else "branch"
+            with g.subgraph(name=cid) as sub:
+                sub.attr(label=label, id=cid, tooltip=_tip(f"{kind} {branch.name} of {state.name}"
+                                                           + (f" — {count}" if count else "")),
+                         style="rounded,dashed" if is_map else "rounded", color="#9aa0a6", fontcolor="#3c4043",
+                         labeljust="l", fontsize="11", **{"class": f"cluster_{kind}"})
+                self._scope(sub, scope)
+            self.edges.append(_Edge(nid, branch.start_at, "fork", "", f"{state.name} → {kind} {branch.name}"))
+            for inner_name in branch.states:
+                inner = self.states.get(inner_name)
+                if inner is not None and inner.type == "succeed":
+                    self.edges.append(_Edge(node_id(inner_name), join, "join", "",
+                                            f"{inner_name}: branch finished, to the join of {state.name}"))
+        if is_map:
+            join_text = "join items"
+            if state.tolerated_failure_percentage:
+                join_text += f" · {_number(state.tolerated_failure_percentage)}% may fail"
+        else:
+            n = len(state.branches)
+            join_text = "join all"
+            if state.join.mode != "all":
+                join_text = f"join {state.join.mode}: {_needed(state)} of {n}"
+        g.node(join, label=_html_label(_small(_h(join_text, 40))), tooltip=_tip(f"join of {state.name}: {join_text}"),
+               id=join, **_shape(JOIN_LOOK.shape), style="filled", fillcolor=JOIN_LOOK.fill, color=JOIN_LOOK.stroke,
+               fontcolor=JOIN_LOOK.fontcolor, height="0.3", margin="0.05,0.02", **{"class": "join"})
+        if state.end:
+            self._end(state, join)
+        self.edges.extend(_edges(state, join))
+
+    def _edge(self, g: graphviz.Digraph, edge: _Edge) -> None:
+        if edge.kind == "end":
+            target = "graph_end"
+        elif edge.kind == "join":
+            target = edge.target
+        elif edge.target in self.states:
+            target = node_id(edge.target)
+        else:
+            self.missing.add(edge.target)
+            target = f"missing_{node_id(edge.target)}"
+        look = EDGE_LOOKS.get(edge.kind, EDGE_LOOKS["next"])
+        attrs: dict[str, Any] = {"tooltip": _tip(edge.tooltip), "class": f"edge_{edge.kind}"}
+        if look.style != "solid":
+            attrs["style"] = look.style
+        if look.color != EDGE_LOOKS["next"].color:
+            attrs["color"] = look.color
+            attrs["fontcolor"] = look.color
+        lines = _wrapped(edge.label) if edge.label else []
+        if any(lines):
+            attrs["label"] = _html_label(*lines)
+            attrs["labeltooltip"] = _tip(edge.tooltip)
+        g.edge(edge.source, target, **attrs)
+
+
+_NO_MARKS: Mapping[str, StateMark] = {}
+
+
+@dataclass(frozen=True)
+class _Inputs:
+    """render_svg's arguments, normalised; ``key`` is what the SVG depends on besides the definition."""
+
+    marks: Mapping[str, StateMark]
+    counts: Mapping[str, str]
+    selected: str | None
+    hrefs: Mapping[str, str | None]
+
+    @classmethod
+    def of(cls, definition: Definition, marks: Mapping[str, StateMark | str] | None,
+           counts: Mapping[str, str] | None, selected: str | None, link: Callable[[str], str] | None) -> _Inputs:
+        return cls(
+            marks=_NO_MARKS if marks is None else {name: StateMark(value) for name, value in marks.items()},
+            counts={str(k): str(v) for k, v in (counts or {}).items()},
+            selected=selected,
+            hrefs={} if link is None else {name: _url(link(name)) for name in definition.states},
+        )
+
+    def key(self) -> tuple[Any, ...]:
+        marks = None if self.marks is _NO_MARKS else tuple(sorted(self.marks.items()))
+        return marks, tuple(sorted(self.counts.items())), self.selected, tuple(self.hrefs.items())
+
+
+def to_dot(definition: Definition, *, marks: Mapping[str, StateMark | str] | None = None,
+           counts: Mapping[str, str] | None = None, selected: str | None = None,
+           link: Callable[[str], str] | None = None) -> str:
+    """The dot source ``render_svg`` draws (same arguments). Raises ValueError on an unknown mark."""
+    return _Builder(definition, _Inputs.of(definition, marks, counts, selected, link)).build().source
+
+
+def render_svg(definition: Definition, *, marks: Mapping[str, StateMark | str] | None = None,
+               counts: Mapping[str, str] | None = None, selected: str | None = None,
+               link: Callable[[str], str] | None = None) -> str:
+    """The definition as an SVG element to embed in a page (no XML prolog, DOCTYPE or comments).
+
+    ``marks``: state name -> ``StateMark`` (or its value) for a run's view; an empty dict still
+    means "a run's view": states without a mark are drawn white. ``counts``: state name (or
+    ``"<parallel>/<branch>"``) -> short text shown in the node or branch cluster label, such as
+    ``"3/3 joined"`` or ``"812/1000"``. ``selected``: the state drawn with a thick outline.
+    ``link``: state name -> href (relative or http(s); anything else is dropped), called once
+    per state on every call (the hrefs are part of the cache key).
+
+    Cached (LRU of ``CACHE_SIZE``) by (definition content, marks, counts, selected, hrefs): equal
+    inputs return the same string object, in about 0.1 ms. Definitions are taken as immutable
+    (the engine never changes one): the content fingerprint is kept per definition object.
+    Raises ValueError on an unknown mark, GraphRenderError when dot fails (not cached)."""
+    inputs = _Inputs.of(definition, marks, counts, selected, link)
+    key = (_fingerprint(definition), *inputs.key())
+    with _LOCK:
+        svg = _SVGS.get(key)
+        if svg is not None:
+            _SVGS.move_to_end(key)
+            return svg
+    svg = _render(_Builder(definition, inputs).build().source)
+    with _LOCK:
+        _SVGS[key] = svg
+        while len(_SVGS) > CACHE_SIZE:
+            _SVGS.popitem(last=False)
+    return svg
+
+
+def clear_cache() -> None:
+    with _LOCK:
+        _SVGS.clear()
+    _render.cache_clear()
+
+
+_LOCK = threading.Lock()
+_SVGS: OrderedDict[tuple[Any, ...], str] = OrderedDict()
+_FINGERPRINTS: dict[int, tuple[weakref.ref[Definition], str]] = {}
+
+
+def _fingerprint(definition: Definition) -> str:
+    """A hash of everything drawn from the definition (a State's repr leaves out its raw
+    document, so add the title and comment); computed once per definition object."""
+    entry = _FINGERPRINTS.get(id(definition))
+    if entry is not None and entry[0]() is definition:
+        return entry[1]
+    notes = [(s.raw.get("title"), s.raw.get("comment")) if isinstance(s.raw, dict) else None
+             for s in definition.states.values()]
+    drawn = (definition.start_at, definition.states, notes)  # not budgets, schemas or sample input
+    digest = hashlib.sha256(repr(drawn).encode("utf-8", "surrogatepass")).hexdigest()
+    key = id(definition)
+    try:
+        ref = weakref.ref(definition, lambda _ref: _FINGERPRINTS.pop(key, None))
+    except TypeError:  # not weak-referenceable: hash every time
+        return digest
+    _FINGERPRINTS[key] = (ref, digest)
+    return digest
+
+
+_PROLOG = re.compile(r"\A.*?(?=<svg\b)", re.S)
+_COMMENT = re.compile(r"<!--.*?-->\n?", re.S)
+
+
+@lru_cache(maxsize=CACHE_SIZE // 2)
+def _render(source: str) -> str:
+    try:
+        done = subprocess.run(["dot", "-Tsvg"], input=source.encode("utf-8"), capture_output=True,
+                              timeout=DOT_TIMEOUT_SECONDS, check=False)
+    except FileNotFoundError as exc:
+        raise GraphRenderError("Graphviz's dot is not installed (apt-get install graphviz)") from exc
+    except subprocess.TimeoutExpired as exc:
+        raise GraphRenderError(f"dot took more than {DOT_TIMEOUT_SECONDS} s") from exc
+    if done.returncode != 0:
+        raise GraphRenderError(f"dot failed: {done.stderr.decode('utf-8', 'replace').strip()[:500]}")
+    svg = _COMMENT.sub("", _PROLOG.sub("", done.stdout.decode("utf-8"), count=1))
+    return svg.replace("<svg ", '<svg class="workflow-graph" ', 1).strip()

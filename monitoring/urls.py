@@ -1,0 +1,21 @@
+from django.urls import path
+
+from .views import dashboards, home, runs, workflows
+from .views.queues import queues
+
+app_name = "monitoring"
+
+urlpatterns = [
+    path("", home.home, name="home"),
+    path("workflows/", workflows.workflow_list, name="workflow_list"),
+    path("workflows/<slug:name>/", workflows.workflow_detail, name="workflow_detail"),
+    path("workflows/<slug:name>/start", workflows.start, name="start_run"),
+    path("runs/", runs.run_list, name="run_list"),
+    path("runs/<uuid:run_id>/", runs.run_detail, name="run_detail"),
+    path("runs/<uuid:run_id>/events", runs.run_events, name="run_events"),
+    path("runs/<uuid:run_id>/cancel", runs.cancel, name="cancel_run"),
+    path("runs/<uuid:run_id>/redrive", runs.redrive, name="redrive_run"),
+    path("runs/<uuid:run_id>/effects/<int:effect_id>/decide", runs.decide, name="decide_effect"),
+    path("dashboards/kpis/", dashboards.kpi_dashboard, name="kpi_dashboard"),
+    path("queues/", queues, name="queues"),
+]

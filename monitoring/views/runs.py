@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.http import require_POST
+
+from orchestrator.engine import history
+from orchestrator.engine.budgets import limits
+from orchestrator.engine.definition import definition_for_version
+from orchestrator.engine.errors import InvalidTransition
+from orchestrator.engine.runs import DECISIONS, cancel_run, decide_effect, redrive_run
+from orchestrator.models import Effect, EffectStatus, FailureMode, Run, RunStatus, Workflow
+
+from ..graphs import render_svg
+from ..runlist import RunFilter, current_states, runs_page
+
+# htmx stops polling when a fragment answers 286.
+STOP_POLLING = 286
+EVENTS_PAGE = 100
+
+
+@login_required
+def run_list(request: HttpRequest) -> HttpResponse:
+    """Runs, newest first, filtered by the query string; the rows refresh themselves while any
+    shown run is live (the fragment keeps filters and cursor, so scroll and selection stay)."""
+    filters = RunFilter.from_query(request.GET)
+    page = runs_page(filters, request.GET.get("after", ""))
+    context: dict[str, Any] = {
+        "filters": filters, "page": page, "where": current_states(page.runs),
+        "query": urlencode(filters.as_query()), "statuses": RunStatus.choices,
+        "failure_modes": FailureMode.choices, "workflows": Workflow.objects.order_by("name").values_list(
+            "name", flat=True),
+        "after": request.GET.get("after", ""),
+    }
+    if request.htmx and request.GET.get("fragment") == "rows":
+        response = render(request, "monitoring/_run_rows.html", context)
+        if all(run.is_terminal for run in page.runs):
+            response.status_code = STOP_POLLING
+        return response
+    return render(request, "monitoring/run_list.html", context, status=400 if filters.errors else 200)
+
+
+def _run_context(run: Run) -> dict[str, Any]:
+    definition = definition_for_version(run.version)
+    marks = history.state_marks(run)
+    ledger = history.effects_ledger(run)
+    attempts = history.timeline(run)
+    first_of: dict[str, int] = {}
+    for entry in attempts:
+        first_of.setdefault(entry.state_name, entry.id)
+    return {
+        "run": run, "definition": definition, "budgets": limits(definition, run),
+        "graph": render_svg(definition, marks=marks, link=lambda state: f"#state-{state}"),
+        "marks": marks, "attempts": attempts, "first_of": first_of, "effects": ledger,
+        "committed": [e for e in ledger if e.status in (EffectStatus.CONFIRMED, "compensation_failed")],
+        "children": list(run.children.select_related("workflow").order_by("created_at")),
+        "decisions": DECISIONS,
+    }
+
+
+def _load_run(run_id: Any) -> Run:
+    return get_object_or_404(Run.objects.select_related("workflow", "version", "started_by", "parent",
+                                                        "failed_attempt"), pk=run_id)
+
+
+@login_required
+def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
+    """The run: graph, attempts, effects, context, and its actions; the live part is one
+    fragment polled every two seconds until the run ends (then 286 stops the polling)."""
+    run = _load_run(run_id)
+    context = _run_context(run)
+    context["events"], context["events_next"] = _events_page(run, None)
+    if request.htmx and request.GET.get("fragment") == "live":
+        response = render(request, "monitoring/_run_live.html", context)
+        if run.is_terminal:
+            response.status_code = STOP_POLLING
+        return response
+    return render(request, "monitoring/run_detail.html", context)
+
+
+def _events_page(run: Run, after: str | None) -> tuple[list[Any], int | None]:
+    """A page of the run's events, oldest first, after event id ``after``; and where the next
+    page starts (None: this is the last)."""
+    events = history.events(run)
+    if after and after.isdigit():
+        events = events.filter(id__gt=int(after))
+    found = list(events[: EVENTS_PAGE + 1])
+    page = found[:EVENTS_PAGE]
+    return page, (page[-1].pk if len(found) > EVENTS_PAGE else None)
+
+
+@login_required
+def run_events(request: HttpRequest, run_id: Any) -> HttpResponse:
+    """The next page of a run's history (a long history is never loaded all at once)."""
+    run = get_object_or_404(Run, pk=run_id)
+    events, more = _events_page(run, request.GET.get("after", ""))
+    return render(request, "monitoring/_events.html", {"run": run, "events": events, "events_next": more})
+
+
+def _act(request: HttpRequest, run_id: Any, action: Any, done: str) -> HttpResponse:
+    try:
+        action()
+    except InvalidTransition as refused:
+        messages.error(request, f"Refused: {refused}")
+    else:
+        messages.success(request, done)
+    return redirect("monitoring:run_detail", run_id=run_id)
+
+
+@login_required
+@permission_required("orchestrator.change_run", raise_exception=True)
+@require_POST
+def cancel(request: HttpRequest, run_id: Any) -> HttpResponse:
+    run = get_object_or_404(Run, pk=run_id)
+    reason = request.POST.get("reason", "").strip()[:500] or f"cancelled by {request.user.get_username()}"
+    return _act(request, run.pk, lambda: cancel_run(run.pk, user=request.user, reason=reason), "Run cancelled.")
+
+
+@login_required
+@permission_required("orchestrator.change_run", raise_exception=True)
+@require_POST
+def redrive(request: HttpRequest, run_id: Any) -> HttpResponse:
+    run = get_object_or_404(Run, pk=run_id)
+    return _act(request, run.pk, lambda: redrive_run(run.pk, user=request.user),
+                "Run redriven from the step that failed; effects already confirmed will not run again.")
+
+
+@login_required
+@permission_required("orchestrator.change_effect", raise_exception=True)
+@require_POST
+def decide(request: HttpRequest, run_id: Any, effect_id: int) -> HttpResponse:
+    effect = get_object_or_404(Effect, pk=effect_id, run_id=run_id)
+    decision = request.POST.get("decision", "")
+    if decision not in DECISIONS:
+        messages.error(request, f"Unknown decision {decision!r}; use one of {', '.join(DECISIONS)}.")
+        return redirect("monitoring:run_detail", run_id=run_id)
+    return _act(request, run_id, lambda: decide_effect(effect.pk, decision, user=request.user),
+                f"Decision recorded for effect {effect.key!r}: {decision}.")
