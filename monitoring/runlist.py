@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -33,6 +34,7 @@ class RunFilter:
     failure_mode: str = ""
     window: str = ""
     text: str = ""
+    fingerprint: str = ""
     errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -54,6 +56,11 @@ class RunFilter:
                 found.version = int(version)
             else:
                 found.errors["version"] = f"version must be a positive number, not {version!r}"
+        fingerprint = query.get("fingerprint", "").strip()
+        if fingerprint and not re.fullmatch(r"[0-9a-f]{16}", fingerprint):
+            found.errors["fingerprint"] = "a failure fingerprint is 16 hexadecimal characters"
+        else:
+            found.fingerprint = fingerprint
         window = query.get("window", "").strip()
         if window and window not in WINDOWS:
             found.errors["window"] = f"unknown time range {window!r}; use one of {', '.join(WINDOWS)}"
@@ -63,12 +70,14 @@ class RunFilter:
 
     @property
     def is_empty(self) -> bool:
-        return not (self.workflow or self.version or self.status or self.failure_mode or self.window or self.text)
+        return not (self.workflow or self.version or self.status or self.failure_mode or self.window or self.text
+                    or self.fingerprint)
 
     def as_query(self) -> dict[str, str]:
         """The filter as query parameters (for links that keep it)."""
         pairs = {"workflow": self.workflow, "version": str(self.version or ""), "status": self.status,
-                 "failure_mode": self.failure_mode, "window": self.window, "q": self.text}
+                 "failure_mode": self.failure_mode, "window": self.window, "q": self.text,
+                 "fingerprint": self.fingerprint}
         return {key: value for key, value in pairs.items() if value}
 
     def apply(self, runs: QuerySet[Run]) -> QuerySet[Run]:
@@ -82,6 +91,8 @@ class RunFilter:
             runs = runs.filter(failure_mode=self.failure_mode)
         if self.window:
             runs = runs.filter(created_at__gte=timezone.now() - WINDOWS[self.window])
+        if self.fingerprint:
+            runs = runs.filter(failure_fingerprint=self.fingerprint)
         if self.text:
             # Text in the input or in the error: a cast of the JSON to text works on both databases.
             runs = runs.filter(Q(input__icontains=self.text) | Q(error__icontains=self.text))

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import dashboards, home, runs, workflows
+from .views import dashboards, failures, home, runs, workflows
 from .views.queues import queues
 
 app_name = "monitoring"
@@ -17,5 +17,6 @@ urlpatterns = [
     path("runs/<uuid:run_id>/redrive", runs.redrive, name="redrive_run"),
     path("runs/<uuid:run_id>/effects/<int:effect_id>/decide", runs.decide, name="decide_effect"),
     path("dashboards/kpis/", dashboards.kpi_dashboard, name="kpi_dashboard"),
+    path("failures/", failures.failure_dashboard, name="failures"),
     path("queues/", queues, name="queues"),
 ]

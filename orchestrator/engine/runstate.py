@@ -45,11 +45,12 @@ from . import clock, ledger
 from .attempts import new_attempt
 from .errors import InvalidTransition, engine_error
 from .eventlog import EventLog
+from .fingerprints import fingerprint
 
 RUN_FIELDS = [
     "status", "context", "output", "error", "failure_mode", "failed_attempt", "pause_reason", "finished_at",
     "deadline_at", "steps_used", "tokens_used", "depth_used", "cost_used", "resume_count", "redrive_count",
-    "human_wait_seconds",
+    "human_wait_seconds", "failure_state", "failure_fingerprint",
 ]
 S = RunStatus
 
@@ -151,6 +152,8 @@ def fail_run(run: Run, log: EventLog, error: dict[str, Any], failure_mode: str, 
     if cause is None:  # a deadline or a budget: the step that was under way is the one to redo
         cause = next((a for a in stopped if a.kind == AttemptKind.STEP), None)
     run.failed_attempt = cause
+    run.failure_state = state_name or (cause.state_name if cause is not None else "")
+    run.failure_fingerprint = fingerprint(error, run.failure_state)
     run.deadline_at = clock.now() + timedelta(seconds=ratchet_setting("COMPENSATION_DEADLINE_SECONDS"))
     if schedule_next_compensation(run, log):
         log.add(EventKind.COMPENSATION_STARTED, state_name=state_name, failure_mode=failure_mode)

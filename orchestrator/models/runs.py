@@ -66,6 +66,10 @@ class Run(models.Model):
         help_text="The attempt whose failure failed the run: a redrive restarts its visit.",
     )
     pause_reason = models.CharField(max_length=32, choices=PauseReason.choices, blank=True)
+    # Where and why the run last failed, kept through a redrive, so the failure dashboard can
+    # group runs by cause and watch a redriven cluster drain.
+    failure_state = models.CharField(max_length=100, blank=True)
+    failure_fingerprint = models.CharField(max_length=16, blank=True, db_index=True)
     idempotency_key = models.CharField(max_length=200, null=True, blank=True)
     started_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -96,6 +100,7 @@ class Run(models.Model):
         ordering = ["-created_at"]
         indexes = [
             models.Index(fields=["status", "created_at"], name="run_status_created"),
+            models.Index(fields=["status", "finished_at"], name="run_status_finished"),
             models.Index(fields=["workflow", "created_at"], name="run_workflow_created"),
         ]
         constraints = [

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -38,3 +39,25 @@ def page(browser, live_server) -> Iterator[object]:
     page.set_default_timeout(10_000)
     yield page
     context.close()
+
+
+@pytest.fixture
+def screenshots() -> Path:
+    """Where browser tests keep their screenshots (test artifacts)."""
+    from django.conf import settings
+
+    path = Path(settings.VAR_DIR) / "screenshots"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+@pytest.fixture
+def signed_in(page, django_user_model):
+    """The page, signed in as a superuser named ops."""
+    django_user_model.objects.create_superuser("ops", password="s3cret-enough", email="")
+    page.goto("/accounts/login/")
+    page.fill("#id_username", "ops")
+    page.fill("#id_password", "s3cret-enough")
+    page.click("button[type=submit]")
+    page.wait_for_url("**/")
+    return page

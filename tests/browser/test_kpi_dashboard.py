@@ -5,34 +5,14 @@ var/screenshots/ as test artifacts."""
 from __future__ import annotations
 
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-from django.conf import settings
 from django.utils import timezone
 
 from orchestrator.engine.workflows import publish
 from orchestrator.models import FailureMode, Run, RunStatus
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def screenshots() -> Path:
-    path = Path(settings.VAR_DIR) / "screenshots"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@pytest.fixture
-def signed_in(page, django_user_model):
-    django_user_model.objects.create_superuser("ops", password="s3cret-enough", email="")
-    page.goto("/accounts/login/")
-    page.fill("#id_username", "ops")
-    page.fill("#id_password", "s3cret-enough")
-    page.click("button[type=submit]")
-    page.wait_for_url("**/")
-    return page
 
 
 @pytest.fixture

@@ -5,32 +5,11 @@ var/screenshots/ as test artifacts."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
-from django.conf import settings
 
 from orchestrator.models import EventKind, Run, RunStatus
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
-
-
-@pytest.fixture
-def screenshots() -> Path:
-    path = Path(settings.VAR_DIR) / "screenshots"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
-
-
-@pytest.fixture
-def signed_in(page, django_user_model):
-    django_user_model.objects.create_superuser("ops", password="s3cret-enough", email="")
-    page.goto("/accounts/login/")
-    page.fill("#id_username", "ops")
-    page.fill("#id_password", "s3cret-enough")
-    page.click("button[type=submit]")
-    page.wait_for_url("**/")
-    return page
 
 
 def test_a_user_starts_a_demo_run_and_watches_it_succeed_without_reloading(signed_in, demo, workers, screenshots):

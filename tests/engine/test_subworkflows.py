@@ -6,13 +6,11 @@ sides move at once."""
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.db import connection
-from django.utils import timezone
 
 from orchestrator.demo import sink
 from orchestrator.engine import children
@@ -22,7 +20,7 @@ from orchestrator.engine.runs import cancel_run, start_run
 from orchestrator.engine.sweeper import sweep
 from orchestrator.engine.transitions import claim_attempt, complete_attempt
 from orchestrator.engine.workflows import publish
-from orchestrator.models import AttemptStatus, Event, EventKind, FailureMode, Run, RunStatus, StepAttempt
+from orchestrator.models import AttemptStatus, Event, EventKind, FailureMode, Run, RunStatus
 
 from ..workflows import task
 from .test_transitions import drain as drain_one
@@ -36,19 +34,8 @@ def _engine(redis_conn, sink_path, fast_engine):
 
 
 def drain(run: Run, timeout: float = 15) -> Run:
-    """Play the worker for a run and every run it started, until the run stops moving."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        run.refresh_from_db()
-        if run.is_terminal or run.status == RunStatus.PAUSED:
-            return run
-        due = [a.pk for a in StepAttempt.objects.filter(status=AttemptStatus.SCHEDULED)
-               if a.not_before is None or a.not_before <= timezone.now()]
-        for attempt_id in due:
-            run_attempt(attempt_id)
-        if not due:
-            time.sleep(0.05)
-    raise AssertionError(f"run {run.pk} did not settle: {run.status}")
+    """Play the worker for a run and every run it started."""
+    return drain_one(run, timeout, every_run=True)
 
 
 def race(*sides: Callable[[], Any]) -> list[BaseException]:

@@ -42,14 +42,16 @@ def _engine(redis_conn, sink_path, fast_engine):
     """Real Redis (flushed), a private sink and short leases for every test here."""
 
 
-def drain(run: Run, timeout: float = 15) -> Run:
-    """Play the worker: run every due attempt until the run stops moving."""
+def drain(run: Run, timeout: float = 15, *, every_run: bool = False) -> Run:
+    """Play the worker: run every due attempt (of this run, or with ``every_run`` of any run,
+    child runs included) until the run stops moving."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         run.refresh_from_db()
         if run.status in TERMINAL_RUN_STATUSES or run.status == RunStatus.PAUSED:
             return run
-        due = [a.pk for a in run.attempts.filter(status=AttemptStatus.SCHEDULED)
+        scheduled = StepAttempt.objects if every_run else run.attempts
+        due = [a.pk for a in scheduled.filter(status=AttemptStatus.SCHEDULED)
                if a.not_before is None or a.not_before <= timezone.now()]
         for attempt_id in due:
             run_attempt(attempt_id)

@@ -1,0 +1,93 @@
+"""The failure dashboard's reads: failed runs grouped by failure mode and by cause (workflow,
+state, error type and message fingerprint), with what to do about each mode, and what else
+needs a person: uncertain effects, stuck runs, queues nobody reads. A fixed number of
+queries; grouping happens in the database on the fingerprint the engine stores at failure."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.db.models import Count, Max, Min, OuterRef, Subquery
+
+from orchestrator.engine.fingerprints import normalised
+from orchestrator.models import Effect, EffectStatus, FailureMode, Run, RunStatus
+
+from .metrics import stuck_minutes, stuck_runs
+
+# What each failure mode means and what to do about it (DESIGN.md section 5).
+MITIGATIONS: dict[str, str] = {
+    FailureMode.DUPLICATE_SIDE_EFFECT: "A step's side effect may have run twice. Decide the uncertain effect on "
+    "the run's page (it happened / retry / compensate); give the effect a check or pass its key downstream.",
+    FailureMode.LOST_PROGRESS: "Workers died under a step more often than MAX_RESUMES_PER_STEP allows. Find "
+    "what kills them (memory, a crash in the handler), fix it, then redrive.",
+    FailureMode.CONTEXT_LOSS: "A step received (or produced) less than its contract declares. Fix the state "
+    "before it or the input mapping, then redrive.",
+    FailureMode.COORDINATION_DEADLOCK: "A join did not happen in time: a branch waits on something that never "
+    "comes. Check the branches' queues and timeouts.",
+    FailureMode.COST_EXPLOSION: "A budget was used up (steps, tokens, cost, delegation depth, parallel agents). "
+    "Look for loops between agents; raise the budget in a new version only if the work is legitimate.",
+    FailureMode.CONFLICTING_AGGREGATION: "Parallel branches disagreed and the reducer's policy is 'error'. "
+    "Choose a conflict policy, or make the branches agree.",
+    FailureMode.THROTTLING: "A shared tool refused the load. Lower the concurrency or add a rate limit.",
+    FailureMode.HANDLER_ERROR: "A handler raised after its retries. Read the error and traceback on a run, fix "
+    "the handler or its input, then redrive the cluster.",
+    FailureMode.TIMEOUT: "A step or the run ran past its timeout. Raise it, or make the step report heartbeats.",
+    FailureMode.REJECTED: "The workflow reached a fail state on purpose (invalid input, a rejection).",
+}
+
+
+@dataclass(frozen=True)
+class Cluster:
+    failure_mode: str
+    workflow: str
+    state: str
+    fingerprint: str
+    runs: int
+    first_seen: datetime
+    last_seen: datetime
+    error_type: str
+    message: str  # the latest run's message, with ids and numbers replaced by placeholders
+
+    @property
+    def mitigation(self) -> str:
+        return MITIGATIONS.get(self.failure_mode, "")
+
+
+@dataclass(frozen=True)
+class FailureReport:
+    total: int
+    by_mode: list[dict[str, Any]]
+    clusters: list[Cluster]
+    uncertain: list[Effect]
+    stuck: list[Run]
+    stuck_minutes: float
+
+
+def failure_report(start: datetime, end: datetime, now: datetime, *, workflow: str = "") -> FailureReport:
+    failed = Run.objects.filter(status=RunStatus.FAILED, finished_at__gte=start, finished_at__lt=end)
+    if workflow:
+        failed = failed.filter(workflow__name=workflow)
+    latest = Run.objects.filter(status=RunStatus.FAILED, failure_fingerprint=OuterRef("failure_fingerprint"),
+                                workflow=OuterRef("workflow")).order_by("-finished_at")
+    grouped = (failed.values("failure_mode", "workflow__name", "failure_state", "failure_fingerprint")
+               .annotate(runs=Count("pk"), first=Min("finished_at"), last=Max("finished_at"),
+                         error=Subquery(latest.values("error")[:1]))
+               .order_by("-runs", "-last"))
+    clusters = [
+        Cluster(failure_mode=row["failure_mode"], workflow=row["workflow__name"], state=row["failure_state"],
+                fingerprint=row["failure_fingerprint"], runs=row["runs"], first_seen=row["first"],
+                last_seen=row["last"], error_type=(row["error"] or {}).get("type", ""),
+                message=normalised(str((row["error"] or {}).get("message", ""))))
+        for row in grouped[:200]
+    ]
+    by_mode = [{**row, "mitigation": MITIGATIONS.get(row["failure_mode"], "")}
+               for row in failed.values("failure_mode").annotate(runs=Count("pk")).order_by("-runs")]
+    minutes = stuck_minutes()
+    uncertain = list(Effect.objects.filter(status=EffectStatus.UNCERTAIN).select_related("run__workflow")
+                     .order_by("id")[:50])
+    return FailureReport(
+        total=sum(row["runs"] for row in by_mode), by_mode=by_mode, clusters=clusters, uncertain=uncertain,
+        stuck=list(stuck_runs(now, minutes).select_related("workflow")[:50]), stuck_minutes=minutes,
+    )

@@ -1,0 +1,75 @@
+"""The failure dashboard: failed runs grouped by mode (with what to do) and by cause, each
+cluster drilling down to its runs; bad filters get a message; a fixed number of queries."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+from django.core.management import call_command
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.urls import reverse
+
+from orchestrator.engine.runs import start_run
+from orchestrator.models import Run, RunStatus
+
+from ..engine.test_transitions import drain
+from ..workflows import ORDER
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+@pytest.fixture
+def demos(redis_conn, sink_path, fast_engine):
+    call_command("load_demo", stdout=open(os.devnull, "w"))
+
+
+@pytest.fixture
+def viewer(client, django_user_model):
+    client.force_login(django_user_model.objects.create_user("vera", password="pw"))
+    return client
+
+
+def rejected(order_id: str) -> Run:
+    return drain(start_run("order_fulfilment", {**ORDER, "order_id": order_id, "items": []})[0])
+
+
+def test_failures_need_login(client):
+    response = client.get(reverse("monitoring:failures"))
+    assert response.status_code == 302 and "/login/" in response.url
+
+
+def test_runs_failing_for_the_same_cause_form_one_cluster_that_drills_down_to_them(viewer, demos):
+    first, second = rejected("R-1"), rejected("R-22")
+    ok = drain(start_run("order_fulfilment", ORDER)[0])
+    assert first.status == second.status == RunStatus.FAILED and ok.status == RunStatus.SUCCEEDED
+    assert first.failure_fingerprint == second.failure_fingerprint != ""
+    text = viewer.get(reverse("monitoring:failures")).content.decode()
+    assert "2 failed runs" in text and "fail state on purpose" in text  # the mitigation of "rejected"
+    assert f"fingerprint={first.failure_fingerprint}" in text
+    listed = viewer.get(reverse("monitoring:run_list"), {"status": "failed", "fingerprint": first.failure_fingerprint})
+    body = listed.content.decode()
+    assert str(first.pk)[:8] in body and str(second.pk)[:8] in body and str(ok.pk)[:8] not in body
+
+
+@pytest.mark.parametrize(("query", "says"), [({"window": "1y"}, "unknown time range"),
+                                             ({"workflow": "nope"}, "no workflow named")])
+def test_a_bad_filter_gets_a_message_not_a_500(viewer, demos, query, says):
+    response = viewer.get(reverse("monitoring:failures"), query)
+    assert response.status_code == 400 and says in response.content.decode()
+
+
+def test_a_bad_fingerprint_filter_on_the_runs_list_gets_a_message(viewer):
+    response = viewer.get(reverse("monitoring:run_list"), {"fingerprint": "<script>"})
+    assert response.status_code == 400 and "16 hexadecimal characters" in response.content.decode()
+
+
+def test_the_failure_dashboard_costs_a_fixed_number_of_queries(viewer, demos):
+    counts = []
+    for order in ("Q-1", "Q-2"):
+        rejected(order)
+        with CaptureQueriesContext(connection) as queries:
+            assert viewer.get(reverse("monitoring:failures")).status_code == 200
+        counts.append(len(queries))
+    assert counts[0] == counts[1], counts
