@@ -31,10 +31,15 @@ def test_a_zombie_worker_that_finishes_a_resumed_step_has_its_result_discarded(w
     first = workers(1)
     run, _ = start_run("zombie_step")
     running_on(run, "slow")
+    # Freeze it mid-sleep, not while it writes to the sink: frozen there, it would hold the
+    # sink's file lock and fail the resumed step's own write (the outside world, not the engine).
+    wait_for(lambda: sink.requests(f"exec-{run.pk}-slow", sink_path) == 1, what="the slow step to start sleeping")
     first.freeze(first.processes[0])
     workers(1)
     run = finished(run, timeout=40)
-    assert run.status == RunStatus.SUCCEEDED and run.resume_count == 1
+    assert run.status == RunStatus.SUCCEEDED and run.resume_count == 1, (
+        run.error and run.error.get("message"), run.error and run.error.get("traceback"),
+        list(run.events.order_by("id").values_list("kind", "state_name")))
     first.thaw(first.processes[0])  # it wakes up and finishes the step it lost long ago
     wait_for(lambda: Event.objects.filter(run=run, kind=EventKind.RESULT_DISCARDED).exists(),
              what="the zombie's late result to be discarded")
