@@ -18,6 +18,8 @@ from orchestrator.models import Effect, EffectStatus, FailureMode, Run, RunStatu
 
 from ..graphs import render_svg
 from ..runlist import RunFilter, current_states, runs_page
+from ..timeline import legend as timeline_legend
+from ..timeline import timeline_svg
 
 # htmx stops polling when a fragment answers 286.
 STOP_POLLING = 286
@@ -57,6 +59,7 @@ def _run_context(run: Run) -> dict[str, Any]:
         "run": run, "definition": definition, "budgets": limits(definition, run),
         "graph": render_svg(definition, marks=marks, link=lambda state: f"#state-{state}"),
         "marks": marks, "attempts": attempts, "first_of": first_of, "effects": ledger,
+        "timeline": timeline_svg(attempts, run.created_at, run.finished_at), "timeline_legend": timeline_legend(),
         "committed": [e for e in ledger if e.status in (EffectStatus.CONFIRMED, "compensation_failed")],
         "children": list(run.children.select_related("workflow").order_by("created_at")),
         "decisions": DECISIONS,

@@ -32,6 +32,7 @@ class AttemptEntry:
     queue: str
     worker: str
     scheduled_at: Any
+    not_before: Any  # a timer or backoff: not to run before
     claimed_at: Any
     finished_at: Any
     queue_wait_ms: float | None
@@ -65,7 +66,8 @@ def timeline(run: Run) -> list[AttemptEntry]:
         entries.append(AttemptEntry(
             id=a.pk, kind=a.kind, state_name=a.state_name, branch_path=a.branch_path, sequence=a.sequence,
             attempt=a.attempt, status=a.status, queue=a.queue, worker=a.worker, scheduled_at=a.scheduled_at,
-            claimed_at=a.claimed_at, finished_at=a.finished_at, queue_wait_ms=_ms(a.scheduled_at, a.claimed_at),
+            not_before=a.not_before, claimed_at=a.claimed_at, finished_at=a.finished_at,
+            queue_wait_ms=_ms(max(a.scheduled_at, a.not_before or a.scheduled_at), a.claimed_at),  # not a timer
             duration_ms=_ms(a.claimed_at, a.finished_at), error_type=error.get("type", ""),
             error_message=error.get("message", ""), failure_mode=a.failure_mode, tokens=a.tokens, cost=a.cost,
             retry_of=previous.get(visit), resumed_from=a.resumed_from_id, effect_key=keys.get(a.effect_id, ""),

@@ -251,3 +251,19 @@ def test_cancelling_a_finished_run_is_refused_with_a_message(operator, demos):
 def test_actions_need_post(operator, demos):
     run, _ = start_run("order_fulfilment", ORDER)
     assert operator.get(reverse("monitoring:cancel_run", args=[run.pk])).status_code == 405
+
+
+def test_the_timeline_draws_each_attempt_in_its_lane_linked_to_its_row(viewer, demos):
+    import xml.etree.ElementTree as ElementTree
+
+    run = drain(start_run("research", {"question": "Do you ship express to Austria?"})[0])
+    text = viewer.get(reverse("monitoring:run_detail", args=[run.pk])).content.decode()
+    svg = text[text.index('<svg class="timeline"'):text.index("</svg>", text.index('<svg class="timeline"')) + 6]
+    tree = ElementTree.fromstring(svg)
+    ns = "{http://www.w3.org/2000/svg}"
+    bars = tree.findall(f".//{ns}a")
+    assert len(bars) == run.attempts.count()
+    assert {bar.get("href") for bar in bars} == {f"#attempt-{pk}" for pk in run.attempts.values_list("pk", flat=True)}
+    lanes = [label.text for label in tree.findall(f"{ns}text") if label.get("text-anchor") == "end"]
+    assert "main line" in lanes and any(lane.endswith("/handbook") for lane in lanes)
+    assert all("succeeded" in bar.find(f"{ns}title").text for bar in bars)
