@@ -5,16 +5,17 @@ queries; grouping happens in the database on the fingerprint the engine stores a
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
 
 from django.db.models import Count, Max, Min, OuterRef, Subquery
 
 from orchestrator.engine.fingerprints import normalised
-from orchestrator.models import Effect, EffectStatus, FailureMode, Run, RunStatus
+from orchestrator.models import Effect, EffectStatus, FailureMode, Run, RunStatus, Workflow
 
 from .metrics import stuck_minutes, stuck_runs
+from .models import ClusterNote
 
 # What each failure mode means and what to do about it (DESIGN.md section 5).
 MITIGATIONS: dict[str, str] = {
@@ -49,6 +50,7 @@ class Cluster:
     last_seen: datetime
     error_type: str
     message: str  # the latest run's message, with ids and numbers replaced by placeholders
+    note: ClusterNote | None = None  # an operator's acknowledgement
 
     @property
     def mitigation(self) -> str:
@@ -82,6 +84,10 @@ def failure_report(start: datetime, end: datetime, now: datetime, *, workflow: s
                 message=normalised(str((row["error"] or {}).get("message", ""))))
         for row in grouped[:200]
     ]
+    notes = {(n.workflow.name, n.fingerprint): n for n in ClusterNote.objects.filter(
+        fingerprint__in={c.fingerprint for c in clusters}).select_related("workflow", "author")}
+    clusters = sorted((replace(c, note=notes.get((c.workflow, c.fingerprint))) for c in clusters),
+                      key=lambda c: c.note is not None)  # the clusters nobody acknowledged first
     by_mode = [{**row, "mitigation": MITIGATIONS.get(row["failure_mode"], "")}
                for row in failed.values("failure_mode").annotate(runs=Count("pk")).order_by("-runs")]
     minutes = stuck_minutes()
@@ -91,3 +97,11 @@ def failure_report(start: datetime, end: datetime, now: datetime, *, workflow: s
         total=sum(row["runs"] for row in by_mode), by_mode=by_mode, clusters=clusters, uncertain=uncertain,
         stuck=list(stuck_runs(now, minutes).select_related("workflow")[:50]), stuck_minutes=minutes,
     )
+
+
+def acknowledge(workflow: str, fingerprint: str, note: str, author: Any) -> ClusterNote:
+    """Record (or replace) an operator's note on a cluster."""
+    found = Workflow.objects.get(name=workflow)
+    record, _ = ClusterNote.objects.update_or_create(
+        workflow=found, fingerprint=fingerprint, defaults={"note": note, "author": author})
+    return record

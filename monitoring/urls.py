@@ -18,5 +18,6 @@ urlpatterns = [
     path("runs/<uuid:run_id>/effects/<int:effect_id>/decide", runs.decide, name="decide_effect"),
     path("dashboards/kpis/", dashboards.kpi_dashboard, name="kpi_dashboard"),
     path("failures/", failures.failure_dashboard, name="failures"),
+    path("failures/acknowledge", failures.acknowledge_cluster, name="acknowledge_cluster"),
     path("queues/", queues, name="queues"),
 ]

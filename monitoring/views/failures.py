@@ -1,15 +1,19 @@
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
-from django.contrib.auth.decorators import login_required
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
+from django.views.decorators.http import require_POST
 
 from orchestrator.models import Workflow
 
-from ..failures import failure_report
+from ..failures import acknowledge, failure_report
 from ..runlist import WINDOWS
 
 
@@ -33,3 +37,23 @@ def failure_dashboard(request: HttpRequest) -> HttpResponse:
         "report": report, "window": window, "workflow": workflow, "workflows": names, "windows": list(WINDOWS),
         "errors": errors,
     }, status=400 if errors else 200)
+
+
+@login_required
+@permission_required("orchestrator.change_run", raise_exception=True)
+@require_POST
+def acknowledge_cluster(request: HttpRequest) -> HttpResponse:
+    """An operator acknowledges a cluster with a note saying what is being done about it."""
+    workflow = request.POST.get("workflow", "")
+    fingerprint = request.POST.get("fingerprint", "")
+    note = request.POST.get("note", "").strip()[:2000]
+    if not note or not re.fullmatch(r"[0-9a-f]{16}", fingerprint):
+        messages.error(request, "An acknowledgement needs a note and a cluster.")
+    else:
+        try:
+            acknowledge(workflow, fingerprint, note, request.user)
+        except Workflow.DoesNotExist:
+            messages.error(request, f"No workflow named {workflow!r}.")
+        else:
+            messages.success(request, f"Cluster of {workflow} acknowledged.")
+    return redirect(f"{reverse('monitoring:failures')}?{request.POST.get('query', '')}")

@@ -57,7 +57,8 @@ def _run_context(run: Run) -> dict[str, Any]:
         first_of.setdefault(entry.state_name, entry.id)
     return {
         "run": run, "definition": definition, "budgets": limits(definition, run),
-        "graph": render_svg(definition, marks=marks, link=lambda state: f"#state-{state}"),
+        "graph": render_svg(definition, marks=marks, counts=history.fork_counts(run),
+                            link=lambda state: f"#state-{state}"),
         "marks": marks, "attempts": attempts, "first_of": first_of, "effects": ledger,
         "timeline": timeline_svg(attempts, run.created_at, run.finished_at), "timeline_legend": timeline_legend(),
         "committed": [e for e in ledger if e.status in (EffectStatus.CONFIRMED, "compensation_failed")],

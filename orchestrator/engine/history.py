@@ -14,7 +14,7 @@ from typing import Any
 
 from django.db.models import Count, Q, QuerySet, Sum
 
-from ..models import AttemptKind, AttemptStatus, Effect, EffectStatus, Event, EventKind, Run, StepAttempt
+from ..models import AttemptKind, AttemptStatus, Effect, EffectStatus, Event, EventKind, Fork, Run, StepAttempt
 from ..models.runs import ACTIVE_ATTEMPT_STATUSES
 
 
@@ -102,6 +102,21 @@ def state_marks(run: Run) -> dict[str, str]:
     for state in Effect.objects.filter(run=run, status=EffectStatus.COMPENSATED).values_list("state_name", flat=True):
         mark(state, "compensated")
     return marks
+
+
+def fork_counts(run: Run) -> dict[str, str]:
+    """Parallel or map state name -> how far its latest visit got, in words ("2/3 done, 1 failed")
+    (one query)."""
+    counts: dict[str, str] = {}
+    for fork in Fork.objects.filter(run=run).order_by("id").only("state_name", "total", "done", "failed",
+                                                                   "status", "kind"):
+        words = f"{fork.done}/{fork.total} done"
+        if fork.failed:
+            words += f", {fork.failed} failed"
+        if fork.status != "open":
+            words += f" ({fork.status})"
+        counts[fork.state_name] = words
+    return counts
 
 
 @dataclass(frozen=True)

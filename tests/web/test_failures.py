@@ -73,3 +73,20 @@ def test_the_failure_dashboard_costs_a_fixed_number_of_queries(viewer, demos):
             assert viewer.get(reverse("monitoring:failures")).status_code == 200
         counts.append(len(queries))
     assert counts[0] == counts[1], counts
+
+
+def test_an_operator_acknowledges_a_cluster_with_a_note_and_a_viewer_may_not(client, django_user_model, demos):
+    from django.contrib.auth.models import Permission
+
+    run = rejected("A-1")
+    form = {"workflow": "order_fulfilment", "fingerprint": run.failure_fingerprint, "note": "empty carts: fix in v2"}
+    viewer = django_user_model.objects.create_user("vera", password="pw")
+    client.force_login(viewer)
+    assert client.post(reverse("monitoring:acknowledge_cluster"), form).status_code == 403
+    operator = django_user_model.objects.create_user("otto", password="pw")
+    operator.user_permissions.add(Permission.objects.get(codename="change_run"))
+    client.force_login(operator)
+    response = client.post(reverse("monitoring:acknowledge_cluster"), form, follow=True)
+    text = response.content.decode()
+    assert "acknowledged</span> by otto" in text and "empty carts: fix in v2" in text
+    assert client.post(reverse("monitoring:acknowledge_cluster"), {**form, "note": ""}, follow=True).status_code == 200

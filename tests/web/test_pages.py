@@ -267,3 +267,4 @@ def test_the_timeline_draws_each_attempt_in_its_lane_linked_to_its_row(viewer, d
     lanes = [label.text for label in tree.findall(f"{ns}text") if label.get("text-anchor") == "end"]
     assert "main line" in lanes and any(lane.endswith("/handbook") for lane in lanes)
     assert all("succeeded" in bar.find(f"{ns}title").text for bar in bars)
+    assert "3/3 done (joined)" in text  # the fork's count on the graph
