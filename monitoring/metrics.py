@@ -42,7 +42,7 @@ from orchestrator.engine import clock, workers
 from orchestrator.models import AttemptStatus, Effect, Run, RunStatus, StepAttempt
 from orchestrator.models.effects import UNRESOLVED_EFFECT_STATUSES
 
-from .kpis import seconds_between
+from .percentiles import seconds_between
 from .queues import configured_queues, queue_stats, rq_lengths
 
 # Upper bounds (seconds) of the run latency histogram's buckets; +Inf is added.
