@@ -21,11 +21,14 @@ test: $(STAMP)
 	@if [ -n "$$DATABASE_URL" ] && [ "$${DATABASE_URL#sqlite}" = "$$DATABASE_URL" ]; then \
 		$(MAKE) --no-print-directory test-engine-sqlite; fi
 
-# The engine also runs on SQLite (the default database): its tests run there too, real workers
-# included. The chaos runs (about three minutes) prove durability on PostgreSQL, the production
-# database; `make chaos` runs them on any database.
+# The engine also runs on SQLite (the default database): its in-process tests run there too, and
+# the real-worker tests of the durability contract (SIGKILL mid-step, Redis flushed, a worker
+# killed mid-fan-out). The chaos runs, the thousand-item map and the other real-worker tests prove
+# the rest on PostgreSQL, the production database (`make chaos` runs chaos on any database).
+SQLITE_REAL_WORKERS := tests/integration/test_durability.py tests/integration/test_parallel_workers.py
 test-engine-sqlite: $(STAMP)
-	DATABASE_URL= $(PY) -m pytest -m "engine and not chaos" -p no:cacheprovider
+	DATABASE_URL= $(PY) -m pytest -p no:cacheprovider -m "engine and not scale and not chaos and not integration"
+	DATABASE_URL= $(PY) -m pytest -p no:cacheprovider -m "not chaos" $(SQLITE_REAL_WORKERS)
 
 bench: $(STAMP)
 	DATABASE_URL="$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ratchet_bench}" $(PY) manage.py bench

@@ -6,3 +6,6 @@ Worker processes started by tests inherit DJANGO_SETTINGS_MODULE, so they see th
 from orchestrator.settings import *  # noqa: F403
 
 INSTALLED_APPS = [*INSTALLED_APPS, "tests.testapp"]  # noqa: F405
+
+# Hashing a password for each test user costs a third of a second with PBKDF2; tests need none of it.
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

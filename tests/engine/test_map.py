@@ -67,6 +67,7 @@ def test_more_failures_than_tolerated_fail_the_map():
     assert not Line.objects.filter(run=run, status=LineStatus.RUNNING).exists()
 
 
+@pytest.mark.scale
 def test_a_thousand_items_work():
     map_workflow("thousand", max_concurrency=100)
     run = drain(start_run("thousand", items(1000))[0], timeout=120)

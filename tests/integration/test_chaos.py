@@ -38,7 +38,7 @@ def chaos(worker_env: dict[str, str], runs: int, *args: str) -> dict[str, str]:
 
 
 def test_strict_chaos_ends_with_every_run_succeeded_and_no_silent_duplicate(worker_env):
-    chaos(worker_env, 60, "--flush-redis-every", "5", "--pack-seconds", "0.5")
+    chaos(worker_env, 40, "--flush-redis-every", "4", "--pack-seconds", "0.5")
 
 
 def test_strict_chaos_during_fan_out_loses_no_branch_and_joins_once(worker_env):

@@ -51,12 +51,6 @@ def attempt(run, state, scheduled, claimed, finished, status=AttemptStatus.SUCCE
 
 
 @pytest.fixture
-def viewer(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("vera", password="pw"))
-    return client
-
-
-@pytest.fixture
 def versions():
     def definition(name, **extra):
         return {"name": name, "start_at": "a", "states": {"a": {"type": "succeed"}}, **extra}

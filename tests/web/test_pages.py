@@ -4,12 +4,9 @@ with their permissions, and clear messages for bad filters and bad input."""
 from __future__ import annotations
 
 import json
-import os
 import uuid
 
 import pytest
-from django.contrib.auth.models import Permission
-from django.core.management import call_command
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
@@ -23,27 +20,6 @@ from ..workflows import ORDER
 pytestmark = pytest.mark.django_db(transaction=True)
 
 PAGES = ["monitoring:home", "monitoring:workflow_list", "monitoring:run_list"]
-
-
-@pytest.fixture
-def demos(redis_conn, sink_path, fast_engine):
-    call_command("load_demo", stdout=open(os.devnull, "w"))
-
-
-@pytest.fixture
-def viewer(client, django_user_model):
-    """A signed-in user with no permission: may look, may not act."""
-    user = django_user_model.objects.create_user("vera", password="pw")
-    client.force_login(user)
-    return client
-
-
-@pytest.fixture
-def operator(client, django_user_model):
-    user = django_user_model.objects.create_user("otto", password="pw")
-    user.user_permissions.add(*Permission.objects.filter(codename__in=["add_run", "change_run", "change_effect"]))
-    client.force_login(user)
-    return client
 
 
 def finished_order(status: str = "succeeded") -> Run:

@@ -29,13 +29,6 @@ FRAGMENT_QUERIES = 2 + 4
 
 
 @pytest.fixture
-def viewer(client, django_user_model):
-    """A signed-in user with no permission: may look."""
-    client.force_login(django_user_model.objects.create_user("vera", password="pw"))
-    return client
-
-
-@pytest.fixture
 def page_data(data):
     alpha, beta = data
     gpu = make_run(alpha, RunStatus.RUNNING, timedelta(minutes=30))
