@@ -73,6 +73,8 @@ class Effect(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["run", "scope", "key"], name="effect_key_unique_per_scope"),
         ]
+        # Rare statuses (uncertain, compensation_*) found without a scan: the failure dashboard, the saga KPIs.
+        indexes = [models.Index(fields=["status"], name="effect_status")]
 
     def __str__(self) -> str:
         return f"{self.key} ({self.status})"

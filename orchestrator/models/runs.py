@@ -102,6 +102,8 @@ class Run(models.Model):
             models.Index(fields=["status", "created_at"], name="run_status_created"),
             models.Index(fields=["status", "finished_at"], name="run_status_finished"),
             models.Index(fields=["workflow", "created_at"], name="run_workflow_created"),
+            # The runs list's keyset (newest first, then id) and the KPI "started in" filter.
+            models.Index(fields=["created_at", "id"], name="run_created_id"),
         ]
         constraints = [
             models.UniqueConstraint(
@@ -185,6 +187,9 @@ class StepAttempt(models.Model):
             models.Index(fields=["status", "lease_expires_at"], name="attempt_status_lease"),
             models.Index(fields=["status", "dispatched_at"], name="attempt_status_dispatched"),
             models.Index(fields=["run", "state_name"], name="attempt_run_state"),
+            # The KPI dashboard's step figures (finished in a window) and queue wait (claimed in it).
+            models.Index(fields=["finished_at"], name="attempt_finished"),
+            models.Index(fields=["claimed_at"], name="attempt_claimed"),
         ]
 
     def __str__(self) -> str:
