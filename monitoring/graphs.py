@@ -35,13 +35,9 @@ by dot source, catches different inputs that draw the same graph).
 from __future__ import annotations
 
 import hashlib
-import html
-import json
 import re
 import subprocess
-import textwrap
 import threading
-import unicodedata
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
@@ -71,6 +67,20 @@ from .graph_looks import (
     legend_items,
     legend_swatch,
 )
+from .graph_text import (
+    SAFE_NAME,
+    cluster_id,
+    condition_text,
+    full_condition,
+    h,
+    html_label,
+    node_id,
+    small,
+    tag,
+    tip,
+    url,
+    wrapped,
+)
 
 __all__ = [
     "GraphRenderError",
@@ -89,147 +99,14 @@ __all__ = [
 CACHE_SIZE = 128
 DOT_TIMEOUT_SECONDS = 20
 FONT = "Helvetica"
-EDGE_LABEL_WIDTH = 30  # characters a line; edge labels wrap over at most EDGE_LABEL_LINES lines
-EDGE_LABEL_LINES = 3
 
 
 class GraphRenderError(RuntimeError):
     """dot is missing, failed, or took too long."""
 
 
-# ---------------------------------------------------------------------------------------------
-# Ids and text
-
-_SAFE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,99}\Z")
-_SCHEME = re.compile(r"\s*([A-Za-z][A-Za-z0-9+.-]*):")
-_BAD_CHARS = re.compile("[\x00-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
-_SPACES = re.compile(r"\s+")
-
-
-def node_id(state_name: str) -> str:
-    """The SVG ``id`` of a state's node: ``state_<name>`` for names the validator accepts
-    (``[A-Za-z_][A-Za-z0-9_]*``), ``statex_<utf-8 hex>`` for anything else. Never collides."""
-    state_name = state_name if isinstance(state_name, str) else str(state_name)
-    if _SAFE_NAME.match(state_name):
-        return f"state_{state_name}"
-    return "statex_" + state_name.encode("utf-8", "surrogatepass").hex()
-
-
-def cluster_id(state_name: str, branch_index: int) -> str:
-    """The SVG ``id`` (and dot subgraph name) of a parallel's branch (in name order) or a map's
-    iterator (index 0)."""
-    return f"cluster_{node_id(state_name)}_{branch_index}"
-
-
-def _clean(value: Any, limit: int = 0) -> str:
-    """User text made safe for dot: one line, no control characters, no backslashes (dot expands
-    ``\\N``, ``\\G``... even inside HTML labels and tooltips), at most ``limit`` characters."""
-    text = value if isinstance(value, str) else str(value)
-    text = _SPACES.sub(" ", _BAD_CHARS.sub(" ", text)).strip().replace("\\", "\u2216")
-    text = unicodedata.normalize("NFC", text)
-    if limit and len(text) > limit:
-        text = text[: limit - 1].rstrip() + "…"
-    return text
-
-
-def _h(value: Any, limit: int = 0) -> str:
-    """Text for inside an HTML-like label."""
-    return _escape(_clean(value, limit))
-
-
-def _escape(text: str) -> str:
-    # dot's HTML-label lexer rejects text starting with "]": write it as a character reference.
-    return html.escape(text, quote=True).replace("]", "&#93;")
-
-
-def _tip(value: Any, limit: int = 400) -> str:
-    """A tooltip: dot leaves entities alone and escapes the rest, so escaping first shows the text as given."""
-    return graphviz.nohtml(html.escape(_clean(value, limit), quote=True))
-
-
-def _url(value: Any) -> str | None:
-    """An href from ``link()``: relative or http(s) only, HTML-escaped (dot copies URLs verbatim)."""
-    if not isinstance(value, str) or not value.strip():
-        return None
-    if _BAD_CHARS.search(value):
-        return None
-    scheme = _SCHEME.match(value)
-    if scheme and scheme.group(1).lower() not in ("http", "https"):
-        return None
-    return html.escape(value.strip(), quote=True).replace("\\", "&#92;")
-
-
-def _wrapped(text: str, width: int = EDGE_LABEL_WIDTH, lines: int = EDGE_LABEL_LINES) -> list[str]:
-    """Escaped lines of at most ``width`` characters (words kept whole where they fit), the last
-    one cut with "…" when the text needs more than ``lines``."""
-    parts = textwrap.wrap(_clean(text), width, break_on_hyphens=False) or [""]
-    if len(parts) > lines:
-        parts = [*parts[: lines - 1], _clean(" ".join(parts[lines - 1:]), width)]
-    return [_escape(part) for part in parts]
-
-
 def _shape(name: str) -> dict[str, str]:
     return _DOT_SHAPES.get(name, {"shape": name})
-
-
-def _html_label(*lines: str) -> str:
-    return "<" + "<BR/>".join(line for line in lines if line) + ">"
-
-
-def _tag(tag: str, text: str) -> str:
-    """``<TAG>text</TAG>``, or nothing for no text (dot rejects an empty element)."""
-    return f"<{tag}>{text}</{tag}>" if text else ""
-
-
-def _small(text: str, size: int = 10) -> str:
-    return f'<FONT POINT-SIZE="{size}">{text}</FONT>' if text else ""
-
-
-# ---------------------------------------------------------------------------------------------
-# Conditions
-
-_OPS = {"eq": "==", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<=", "in": "in", "not_in": "not in",
-        "contains": "contains", "starts_with": "starts with", "ends_with": "ends with"}
-
-
-def _value_text(value: Any) -> str:
-    try:
-        text = json.dumps(value, ensure_ascii=False, sort_keys=True, default=str)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= 24 else text[:23] + "…"
-
-
-def condition_text(condition: Any, *, nested: bool = False) -> str:
-    """A short readable form of a guard: ``validate.total >= 500``; ``all``/``any`` become
-    ``and``/``or`` (beyond two parts: ``and 3 more``), ``not`` prefixes."""
-    if not isinstance(condition, dict):
-        return "?"
-    for key, word in (("all", "and"), ("any", "or")):
-        if key in condition:
-            parts = condition[key] if isinstance(condition[key], list) else []
-            shown = [condition_text(part, nested=True) for part in parts[:2]]
-            if len(parts) > 2:
-                shown.append(f"{len(parts) - 2} more")
-            text = f" {word} ".join(shown) or "?"
-            return f"({text})" if nested and len(shown) > 1 else text
-    if "not" in condition:
-        return "not " + condition_text(condition["not"], nested=True)
-    path = condition.get("path", "?")
-    op = condition.get("op", "?")
-    value = condition.get("value", True)
-    if op == "exists":
-        return f"{path} {'exists' if value else 'is missing'}"
-    if op == "is_null":
-        return f"{path} {'is null' if value else 'is not null'}"
-    return f"{path} {_OPS.get(op, op)} {_value_text(value)}"
-
-
-def _full_condition(condition: Any) -> str:
-    try:
-        return json.dumps(condition, ensure_ascii=False, sort_keys=True, default=str)
-    except (TypeError, ValueError):
-        return repr(condition)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -322,7 +199,7 @@ def _edges(state: State, source: str) -> Iterator[_Edge]:
         summary = condition_text(rule.condition)
         label = f"{i}. {summary}" if numbered else summary
         yield _Edge(source, rule.next, "choice", label,
-                    f"{name} → {rule.next}: rule {i}, when {_full_condition(rule.condition)}")
+                    f"{name} → {rule.next}: rule {i}, when {full_condition(rule.condition)}")
     if state.default:
         yield _Edge(source, state.default, "default", "default", f"{name} → {state.default}: when no rule matches")
     for rule in state.catch:
@@ -374,8 +251,8 @@ class _Builder:
         for edge in self.edges:
             self._edge(g, edge)
         for name in sorted(self.missing):
-            g.node(f"missing_{node_id(name)}", label=_html_label(_h(f"missing state: {name}", 60)),
-                   tooltip=_tip(f"no state is called {name}"), shape=MISSING_LOOK.shape, style="dashed",
+            g.node(f"missing_{node_id(name)}", label=html_label(h(f"missing state: {name}", 60)),
+                   tooltip=tip(f"no state is called {name}"), shape=MISSING_LOOK.shape, style="dashed",
                    color=MISSING_LOOK.stroke, fontcolor=MISSING_LOOK.fontcolor, id=f"missing_{node_id(name)}",
                    **{"class": "missing"})
         return g
@@ -394,22 +271,22 @@ class _Builder:
         count = self.counts.get(name)
         type_name = state.type if isinstance(state.type, str) else "unknown"
         look = TYPE_LOOKS.get(type_name, UNKNOWN_LOOK)
-        lines = [_tag("B", _h(name, 60)) or "(no name)", _small(_h(_detail(state), 48))]
+        lines = [tag("B", h(name, 60)) or "(no name)", small(h(_detail(state), 48))]
         if _title(state):
-            lines.append(_small(_tag("I", _h(_title(state), 48))))
+            lines.append(small(tag("I", h(_title(state), 48))))
         if count:
-            lines.append(_small(_tag("B", _h(count, 40))))
+            lines.append(small(tag("B", h(count, 40))))
         if mark:
-            lines.append(f"<B>status: {_h(mark)}</B>")
+            lines.append(f"<B>status: {h(mark)}</B>")
         styles = [w for w in look.style.split(",") if w]
         attrs: dict[str, Any] = {
             "id": nid, **_shape(look.shape), "color": look.stroke, "fillcolor": look.fill,
             "fontcolor": look.fontcolor, "penwidth": f"{look.penwidth:g}",
-            "tooltip": _tip(_tooltip_text(state, mark, count)),
+            "tooltip": tip(_tooltip_text(state, mark, count)),
         }
         if look.peripheries > 1:
             attrs["peripheries"] = str(look.peripheries)
-        classes = ["state", f"type_{type_name}" if _SAFE_NAME.match(type_name) else "type_unknown"]
+        classes = ["state", f"type_{type_name}" if SAFE_NAME.match(type_name) else "type_unknown"]
         if self.run_view:
             attrs["fillcolor"] = UNREACHED_FILL
         if mark:
@@ -428,7 +305,7 @@ class _Builder:
         href = self.hrefs.get(name)
         if href:
             attrs["URL"] = graphviz.nohtml(href)
-        g.node(nid, label=_html_label(*lines), **attrs)
+        g.node(nid, label=html_label(*lines), **attrs)
 
         if state.branches and state.type in ("parallel", "map"):
             self._fork(g, state)
@@ -463,13 +340,13 @@ class _Builder:
             cid = cluster_id(state.name, i)
             count = self.counts.get(scope) or (self.counts.get(state.name) if is_map else None)
             if is_map:
-                heading = f"<B>each item</B> of {_h(state.name, 40)}"
+                heading = f"<B>each item</B> of {h(state.name, 40)}"
             else:
-                heading = _tag("B", _h(branch.name, 40)) or "branch"
-            label = _html_label(heading + (" · " + _h(count, 40) if count else ""))
+                heading = tag("B", h(branch.name, 40)) or "branch"
+            label = html_label(heading + (" · " + h(count, 40) if count else ""))
             kind = "iterator" if is_map else "branch"
             with g.subgraph(name=cid) as sub:
-                sub.attr(label=label, id=cid, tooltip=_tip(f"{kind} {branch.name} of {state.name}"
+                sub.attr(label=label, id=cid, tooltip=tip(f"{kind} {branch.name} of {state.name}"
                                                            + (f" — {count}" if count else "")),
                          style="rounded,dashed" if is_map else "rounded", color="#9aa0a6", fontcolor="#3c4043",
                          labeljust="l", fontsize="11", **{"class": f"cluster_{kind}"})
@@ -489,7 +366,7 @@ class _Builder:
             join_text = "join all"
             if state.join.mode != "all":
                 join_text = f"join {state.join.mode}: {_needed(state)} of {n}"
-        g.node(join, label=_html_label(_small(_h(join_text, 40))), tooltip=_tip(f"join of {state.name}: {join_text}"),
+        g.node(join, label=html_label(small(h(join_text, 40))), tooltip=tip(f"join of {state.name}: {join_text}"),
                id=join, **_shape(JOIN_LOOK.shape), style="filled", fillcolor=JOIN_LOOK.fill, color=JOIN_LOOK.stroke,
                fontcolor=JOIN_LOOK.fontcolor, height="0.3", margin="0.05,0.02", **{"class": "join"})
         if state.end:
@@ -507,16 +384,16 @@ class _Builder:
             self.missing.add(edge.target)
             target = f"missing_{node_id(edge.target)}"
         look = EDGE_LOOKS.get(edge.kind, EDGE_LOOKS["next"])
-        attrs: dict[str, Any] = {"tooltip": _tip(edge.tooltip), "class": f"edge_{edge.kind}"}
+        attrs: dict[str, Any] = {"tooltip": tip(edge.tooltip), "class": f"edge_{edge.kind}"}
         if look.style != "solid":
             attrs["style"] = look.style
         if look.color != EDGE_LOOKS["next"].color:
             attrs["color"] = look.color
             attrs["fontcolor"] = look.color
-        lines = _wrapped(edge.label) if edge.label else []
+        lines = wrapped(edge.label) if edge.label else []
         if any(lines):
-            attrs["label"] = _html_label(*lines)
-            attrs["labeltooltip"] = _tip(edge.tooltip)
+            attrs["label"] = html_label(*lines)
+            attrs["labeltooltip"] = tip(edge.tooltip)
         g.edge(edge.source, target, **attrs)
 
 
@@ -539,7 +416,7 @@ class _Inputs:
             marks=_NO_MARKS if marks is None else {name: StateMark(value) for name, value in marks.items()},
             counts={str(k): str(v) for k, v in (counts or {}).items()},
             selected=selected,
-            hrefs={} if link is None else {name: _url(link(name)) for name in definition.states},
+            hrefs={} if link is None else {name: url(link(name)) for name in definition.states},
         )
 
     def key(self) -> tuple[Any, ...]:
