@@ -3,3 +3,11 @@ from django.apps import AppConfig
 
 class MonitoringConfig(AppConfig):
     name = "monitoring"
+
+    def ready(self) -> None:
+        from orchestrator.engine.signals import swept
+
+        from .bulk import resume_stalled
+
+        # Bulk operations whose job was lost (a worker killed, Redis flushed) go on after a sweep.
+        swept.connect(resume_stalled, dispatch_uid="monitoring.bulk.resume_stalled")

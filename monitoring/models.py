@@ -22,3 +22,94 @@ class ClusterNote(models.Model):
 
     def __str__(self) -> str:
         return f"{self.workflow_id}/{self.fingerprint}: {self.note[:40]}"
+
+
+class SavedView(models.Model):
+    """A user's named filter of the runs list (the query string, as the list reads it)."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="saved_views")
+    name = models.CharField(max_length=80)
+    query = models.CharField(max_length=1000)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["owner", "name"], name="saved_view_unique_name")]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.query})"
+
+
+class BulkAction(models.TextChoices):
+    CANCEL = "cancel", "Cancel"
+    REDRIVE = "redrive", "Redrive"
+
+
+class BulkStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    DONE = "done", "Done"
+    STOPPED = "stopped", "Stopped"
+
+
+class BulkOperation(models.Model):
+    """One action applied to every run a filter matched when a person confirmed it.
+
+    The filter is kept as the runs list's query string, with the moment of confirmation
+    (``as_of``): runs started later are never touched, and a time range counts back from then.
+    Work goes in chunks by run id (``cursor``), each chunk one transaction with the counts, so a
+    worker lost mid-way loses nothing: the sweeper hands a stalled operation to another worker,
+    which goes on after the last committed chunk, and no run is acted on twice.
+    """
+
+    action = models.CharField(max_length=16, choices=BulkAction.choices)
+    query = models.CharField(max_length=1000)
+    as_of = models.DateTimeField()
+    reason = models.CharField(max_length=500, blank=True)
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL,
+                                     related_name="+")
+    status = models.CharField(max_length=16, choices=BulkStatus.choices, default=BulkStatus.QUEUED)
+    stop_requested = models.BooleanField(default=False)
+    total = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    skipped = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    cursor = models.CharField(max_length=36, blank=True)
+    problems = models.JSONField(default=list, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["status", "heartbeat_at"], name="bulk_status_heartbeat")]
+
+    def __str__(self) -> str:
+        return f"{self.action} #{self.pk} ({self.status})"
+
+    @property
+    def processed(self) -> int:
+        return self.succeeded + self.skipped + self.failed
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (BulkStatus.DONE, BulkStatus.STOPPED)
+
+    @property
+    def percent(self) -> int:
+        return 100 if not self.total else min(100, round(100 * self.processed / self.total))
+
+
+class BulkTarget(models.Model):
+    """A run a bulk operation acted on (written in the chunk's transaction), so the operation's
+    page can show how its runs fare afterwards: a redriven cluster draining."""
+
+    operation = models.ForeignKey(BulkOperation, on_delete=models.CASCADE, related_name="targets")
+    run = models.ForeignKey("orchestrator.Run", on_delete=models.CASCADE, related_name="+")
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["operation", "run"], name="bulk_target_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.operation_id} → {self.run_id}"

@@ -80,7 +80,19 @@ class RunFilter:
                  "fingerprint": self.fingerprint}
         return {key: value for key, value in pairs.items() if value}
 
-    def apply(self, runs: QuerySet[Run]) -> QuerySet[Run]:
+    def describe(self) -> list[str]:
+        """The filter in words, one part per field (for confirmations and saved views)."""
+        parts = [f"workflow {self.workflow}"] if self.workflow else []
+        parts += [f"version {self.version}"] if self.version else []
+        parts += [f"status {self.status}"] if self.status else []
+        parts += [f"failure mode {self.failure_mode}"] if self.failure_mode else []
+        parts += [f"started in the last {self.window}"] if self.window else []
+        parts += [f"fingerprint {self.fingerprint}"] if self.fingerprint else []
+        parts += [f"text {self.text!r} in input or error"] if self.text else []
+        return parts
+
+    def apply(self, runs: QuerySet[Run], now: datetime | None = None) -> QuerySet[Run]:
+        """Narrow ``runs`` to this filter; a time range counts back from ``now`` (default: now)."""
         if self.workflow:
             runs = runs.filter(workflow__name=self.workflow)
         if self.version:
@@ -90,7 +102,7 @@ class RunFilter:
         if self.failure_mode:
             runs = runs.filter(failure_mode=self.failure_mode)
         if self.window:
-            runs = runs.filter(created_at__gte=timezone.now() - WINDOWS[self.window])
+            runs = runs.filter(created_at__gte=(now or timezone.now()) - WINDOWS[self.window])
         if self.fingerprint:
             runs = runs.filter(failure_fingerprint=self.fingerprint)
         if self.text:

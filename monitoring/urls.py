@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import dashboards, failures, home, runs, workflows
+from .views import bulk, dashboards, failures, home, runs, saved_views, workflows
 from .views.queues import queues
 
 app_name = "monitoring"
@@ -11,6 +11,12 @@ urlpatterns = [
     path("workflows/<slug:name>/", workflows.workflow_detail, name="workflow_detail"),
     path("workflows/<slug:name>/start", workflows.start, name="start_run"),
     path("runs/", runs.run_list, name="run_list"),
+    path("runs/bulk/", bulk.confirm, name="bulk_confirm"),
+    path("runs/bulk/start", bulk.start, name="bulk_start"),
+    path("runs/bulk/<int:operation_id>/", bulk.detail, name="bulk_detail"),
+    path("runs/bulk/<int:operation_id>/stop", bulk.stop, name="bulk_stop"),
+    path("runs/views/save", saved_views.save, name="save_view"),
+    path("runs/views/<int:view_id>/delete", saved_views.delete, name="delete_view"),
     path("runs/<uuid:run_id>/", runs.run_detail, name="run_detail"),
     path("runs/<uuid:run_id>/events", runs.run_events, name="run_events"),
     path("runs/<uuid:run_id>/cancel", runs.cancel, name="cancel_run"),

@@ -24,6 +24,8 @@
 | DEFAULT_MAX_DEPTH | 8 | delegation depth (handoffs, sub-workflow nesting) default |
 | DEFAULT_MAX_PARALLEL_AGENTS | none | branches that may run at once in a run, by default |
 | DEFAULT_RUN_TIMEOUT_SECONDS | none | a run's deadline when its definition sets none |
+| BULK_CHUNK_SIZE | 50 | runs a bulk action handles per transaction (its progress moves by this much) |
+| BULK_STALL_SECONDS | 30 | a bulk action with no progress this long is handed to another worker by the sweeper |
 """
 
 from __future__ import annotations
@@ -57,6 +59,8 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_MAX_DEPTH": 8,
     "DEFAULT_MAX_PARALLEL_AGENTS": None,
     "DEFAULT_RUN_TIMEOUT_SECONDS": None,
+    "BULK_CHUNK_SIZE": 50,
+    "BULK_STALL_SECONDS": 30.0,
 }
 # Settings whose default is None still have a type (environment variables arrive as strings).
 _TYPES: dict[str, type] = {

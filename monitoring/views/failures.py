@@ -13,6 +13,7 @@ from django.views.decorators.http import require_POST
 
 from orchestrator.models import Workflow
 
+from ..failure_trends import failure_trend
 from ..failures import acknowledge, failure_report
 from ..runlist import WINDOWS
 
@@ -32,9 +33,11 @@ def failure_dashboard(request: HttpRequest) -> HttpResponse:
         errors["workflow"] = f"no workflow named {workflow!r}"
         workflow = ""
     now = timezone.now()
-    report = failure_report(now - WINDOWS[window], now + timedelta(seconds=1), now, workflow=workflow)
+    start, end = now - WINDOWS[window], now + timedelta(seconds=1)
+    report = failure_report(start, end, now, workflow=workflow)
     return render(request, "monitoring/failures.html", {
-        "report": report, "window": window, "workflow": workflow, "workflows": names, "windows": list(WINDOWS),
+        "report": report, "trend": failure_trend(start, end, workflow=workflow), "window": window,
+        "workflow": workflow, "workflows": names, "windows": list(WINDOWS),
         "errors": errors,
     }, status=400 if errors else 200)
 

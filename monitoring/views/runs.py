@@ -20,6 +20,7 @@ from ..graphs import render_svg
 from ..runlist import RunFilter, current_states, runs_page
 from ..timeline import legend as timeline_legend
 from ..timeline import timeline_svg
+from .saved_views import run_list_tools
 
 # htmx stops polling when a fragment answers 286.
 STOP_POLLING = 286
@@ -44,6 +45,7 @@ def run_list(request: HttpRequest) -> HttpResponse:
         if all(run.is_terminal for run in page.runs):
             response.status_code = STOP_POLLING
         return response
+    context.update(run_list_tools(request, filters))
     return render(request, "monitoring/run_list.html", context, status=400 if filters.errors else 200)
 
 

@@ -97,7 +97,7 @@ def cancel_run(run_id: Any, user: Any = None, reason: str = "") -> Run:
     return run
 
 
-def redrive_run(run_id: Any, user: Any = None) -> Run:
+def redrive_run(run_id: Any, user: Any = None, reason: str = "") -> Run:
     """Restart a failed run from the visit whose failure failed it, keeping every completed
     checkpoint: a new attempt of that same visit, so the step's effects are deduplicated.
     Inside branches, every branch the failure stopped runs again from where it stopped
@@ -119,7 +119,7 @@ def redrive_run(run_id: Any, user: Any = None) -> Run:
             )
         definition = definition_for_version(run.version)
         log = EventLog(run, actor=user)
-        runstate.redrive(run, log, failed)
+        runstate.redrive(run, log, failed, reason)
         run.deadline_at = run_deadline(definition, clock.now())
         if failed.line_id is None:
             retry_attempt(run, failed, log)

@@ -133,7 +133,7 @@ def cancel(run: Run, log: EventLog, reason: str) -> None:
     run.error = engine_error("Cancelled", reason or "cancelled by an operator")
     run.pause_reason = ""
     run.finished_at = clock.now()
-    log.add(EventKind.RUN_CANCELLED)
+    log.add(EventKind.RUN_CANCELLED, **({"reason": reason} if reason else {}))
     _tell_parent(run)
 
 
@@ -186,14 +186,14 @@ def resume_run(run: Run, log: EventLog, attempt: StepAttempt | None = None, **da
     log.add(EventKind.RUN_RESUMED, attempt, **data)
 
 
-def redrive(run: Run, log: EventLog, attempt: StepAttempt) -> None:
+def redrive(run: Run, log: EventLog, attempt: StepAttempt, reason: str = "") -> None:
     _move(run, S.RUNNING, (S.FAILED,))
     run.error = None
     run.failure_mode = ""
     run.failed_attempt = None
     run.finished_at = None
     run.redrive_count += 1
-    log.add(EventKind.RUN_REDRIVEN, attempt, redrive=run.redrive_count)
+    log.add(EventKind.RUN_REDRIVEN, attempt, redrive=run.redrive_count, **({"reason": reason} if reason else {}))
 
 
 def owned_effects(run: Run) -> QuerySet[Effect]:

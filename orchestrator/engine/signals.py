@@ -3,6 +3,7 @@
     run_changed(run_id, kinds)            every committed transition of a run
     attempt_changed(run_id, attempt_ids)  attempts whose status or progress changed
     effect_changed(run_id, keys)          effects of the ledger that changed
+    swept(now)                            a recovery sweep ended (other apps resume their own work)
 
 Sent from ``EventLog.flush``: every state change appends its events there, so no change
 escapes them. Nothing is scheduled when no receiver is connected (the hot path pays nothing).
@@ -19,6 +20,7 @@ from django.dispatch import Signal
 run_changed = Signal()
 attempt_changed = Signal()
 effect_changed = Signal()
+swept = Signal()
 
 
 def send_on_commit(run_id: Any, events: Iterable[Any]) -> None:

@@ -35,6 +35,7 @@ from .errors import engine_error
 from .eventlog import EventLog
 from .runstate import end_saga_past_deadline, fail_run, is_failing, save_run
 from .scheduling import fail_fork
+from .signals import swept
 from .transitions import lock_run, recover_lost, redispatch, time_out_attempt
 from .workers import forget_silent, live_queues
 
@@ -104,6 +105,9 @@ def sweep() -> SweepReport:
     for run_id in late.values_list("pk", flat=True)[:BATCH]:
         report.runs_timed_out += fail_past_deadline(run_id, now)
     forget_silent(now)
+    for receiver, failure in swept.send_robust(sender="ratchet", now=now):
+        if isinstance(failure, Exception):
+            logger.error("after-sweep work of %s failed", receiver, exc_info=failure)
     return report
 
 

@@ -3,14 +3,16 @@ cluster drilling down to its runs; bad filters get a message; a fixed number of 
 
 from __future__ import annotations
 
-import os
+from datetime import timedelta
 
 import pytest
-from django.core.management import call_command
+import time_machine
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
+from django.utils import timezone
 
+from monitoring.failure_trends import failure_trend
 from orchestrator.engine.runs import start_run
 from orchestrator.models import Run, RunStatus
 
@@ -18,17 +20,6 @@ from ..engine.test_transitions import drain
 from ..workflows import ORDER
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-
-@pytest.fixture
-def demos(redis_conn, sink_path, fast_engine):
-    call_command("load_demo", stdout=open(os.devnull, "w"))
-
-
-@pytest.fixture
-def viewer(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("vera", password="pw"))
-    return client
 
 
 def rejected(order_id: str) -> Run:
@@ -90,3 +81,19 @@ def test_an_operator_acknowledges_a_cluster_with_a_note_and_a_viewer_may_not(cli
     text = response.content.decode()
     assert "acknowledged</span> by otto" in text and "empty carts: fix in v2" in text
     assert client.post(reverse("monitoring:acknowledge_cluster"), {**form, "note": ""}, follow=True).status_code == 200
+
+
+def test_trends_chart_failures_by_mode_and_compare_with_the_window_before(viewer, demos):
+    now = timezone.now()
+    with time_machine.travel(now - timedelta(hours=30), tick=False):  # the 24 h before this window
+        rejected("P-1")
+    for hours_ago, order in ((20, "C-1"), (2, "C-2"), (1, "C-3")):
+        with time_machine.travel(now - timedelta(hours=hours_ago), tick=False):
+            rejected(order)
+    trend = failure_trend(now - timedelta(days=1), now)
+    assert trend.modes["rejected"].runs == 3 and trend.modes["rejected"].previous == 1
+    assert trend.modes["rejected"].change_words == "up 200 %" and trend.previous_total == 1
+    counts = [int(row[1]) for row in trend.chart.rows]
+    assert sum(counts) == 3 and counts[-1] == 2 and counts[2] == 1  # 20 h ago: the third bucket of two hours
+    text = viewer.get(reverse("monitoring:failures")).content.decode()
+    assert 'id="chart-failures-by-mode"' in text and "<td class=\"trend\">1 <span class=\"change\">(up 200 %)" in text
