@@ -2,11 +2,13 @@
 main line, each branch, the saga), and for each attempt the time it waited for its timer,
 queued for a worker and ran, coloured by outcome and labelled in words in its tooltip. Each
 bar links to its attempt's row, so the timeline, the attempts table and the history point at
-the same attempt. No extra query: it reads the timeline ``history.timeline`` already built."""
+the same attempt; given ``select``, a click on a bar (through htmx) also selects its state, and
+the bars of the ``selected`` state are outlined while the others fade. No extra query: it reads
+the timeline ``history.timeline`` already built."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from html import escape
 
@@ -58,7 +60,10 @@ def _tooltip(entry: AttemptEntry) -> str:
 
 
 def timeline_svg(entries: Sequence[AttemptEntry], started: datetime, finished: datetime | None,
-                 now: datetime | None = None) -> SafeString:
+                 now: datetime | None = None, *, selected: str = "",
+                 select: Callable[[str], str] | None = None) -> SafeString:
+    """The chart; ``select(state)`` gives the URL that selects a state (put in each bar's
+    ``hx-get``, the ``href`` staying the attempt's row), ``selected`` the state now selected."""
     now = now or timezone.now()
     end = finished or now
     span = max((end - started).total_seconds(), 0.001)
@@ -83,7 +88,7 @@ def timeline_svg(entries: Sequence[AttemptEntry], started: datetime, finished: d
         lane = lane_of(entry)
         if lane not in shown:
             continue
-        out.append(_bar(entry, TOP + shown.index(lane) * LANE, started, span, now))
+        out.append(_bar(entry, TOP + shown.index(lane) * LANE, started, span, now, _looks(entry, selected, select)))
     axis_y = TOP + LANE * len(shown) + 14
     for step in range(5):
         x = LEFT + (WIDTH - LEFT - RIGHT) * step / 4
@@ -94,7 +99,14 @@ def timeline_svg(entries: Sequence[AttemptEntry], started: datetime, finished: d
     return mark_safe("".join(out) + note)
 
 
-def _bar(entry: AttemptEntry, y: float, started: datetime, span: float, now: datetime) -> str:
+def _looks(entry: AttemptEntry, selected: str, select: Callable[[str], str] | None) -> str:
+    """The bar's selection class and its htmx link (escaped: state names are user text)."""
+    classes = "bar selected" if selected and entry.state_name == selected else "bar faded" if selected else "bar"
+    link = f' hx-get="{escape(select(entry.state_name))}"' if select else ""
+    return f'class="{classes}" data-state="{escape(entry.state_name)}"{link}'
+
+
+def _bar(entry: AttemptEntry, y: float, started: datetime, span: float, now: datetime, looks: str) -> str:
     pieces: list[str] = []
     due = entry.scheduled_at
     if entry.not_before and entry.not_before > entry.scheduled_at:
@@ -105,7 +117,7 @@ def _bar(entry: AttemptEntry, y: float, started: datetime, span: float, now: dat
         fill = FILLS.get(entry.status, "#c4c8cf")
         outline = ' stroke="#1d2430" stroke-width="1.5"' if entry.status in OUTLINED else ""
         pieces.append(_rect(entry.claimed_at, entry.finished_at or now, y, started, span, fill, "ran", outline))
-    return (f'<a href="#attempt-{entry.id}" class="bar" data-attempt="{entry.id}"><title>{escape(_tooltip(entry))}'
+    return (f'<a href="#attempt-{entry.id}" {looks} data-attempt="{entry.id}"><title>{escape(_tooltip(entry))}'
             f'</title>{"".join(pieces)}</a>')
 
 

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 from urllib.parse import urlencode
 
@@ -7,6 +8,8 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
+from django.urls import reverse
+from django.utils.cache import patch_vary_headers
 from django.views.decorators.http import require_POST
 
 from orchestrator.engine import history
@@ -17,6 +20,7 @@ from orchestrator.engine.runs import DECISIONS, cancel_run, decide_effect, redri
 from orchestrator.models import Effect, EffectStatus, FailureMode, Run, RunStatus, Workflow
 
 from ..graphs import render_svg
+from ..run_page import FILTER_BOXES, HistoryFilter, for_htmx, selecting_links, selector
 from ..runlist import RunFilter, current_states, runs_page
 from ..timeline import legend as timeline_legend
 from ..timeline import timeline_svg
@@ -49,7 +53,8 @@ def run_list(request: HttpRequest) -> HttpResponse:
     return render(request, "monitoring/run_list.html", context, status=400 if filters.errors else 200)
 
 
-def _run_context(run: Run) -> dict[str, Any]:
+def _run_context(run: Run, shown: HistoryFilter | None = None) -> dict[str, Any]:
+    shown = shown or HistoryFilter()
     definition = definition_for_version(run.version)
     marks = history.state_marks(run)
     ledger = history.effects_ledger(run)
@@ -57,15 +62,20 @@ def _run_context(run: Run) -> dict[str, Any]:
     first_of: dict[str, int] = {}
     for entry in attempts:
         first_of.setdefault(entry.state_name, entry.id)
+    select = selector(run, shown)
+    urls = {name: select(name) for name in definition.states}
     return {
         "run": run, "definition": definition, "budgets": limits(definition, run),
-        "graph": render_svg(definition, marks=marks, counts=history.fork_counts(run),
-                            link=lambda state: f"#state-{state}"),
+        "graph": selecting_links(render_svg(definition, marks=marks, counts=history.fork_counts(run),
+                                             selected=shown.state or None, link=select)),
         "marks": marks, "attempts": attempts, "first_of": first_of, "effects": ledger,
-        "timeline": timeline_svg(attempts, run.created_at, run.finished_at), "timeline_legend": timeline_legend(),
+        "timeline": timeline_svg(attempts, run.created_at, run.finished_at, selected=shown.state,
+                                 select=lambda state: for_htmx(select(state))),
+        "timeline_legend": timeline_legend(),
         "committed": [e for e in ledger if e.status in (EffectStatus.CONFIRMED, "compensation_failed")],
         "children": list(run.children.select_related("workflow").order_by("created_at")),
-        "decisions": DECISIONS,
+        "decisions": DECISIONS, "select_urls": urls, "filter_boxes": FILTER_BOXES,
+        "select_gets": {name: for_htmx(url) for name, url in urls.items()},
     }
 
 
@@ -76,23 +86,36 @@ def _load_run(run_id: Any) -> Run:
 
 @login_required
 def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
-    """The run: graph, attempts, effects, context, and its actions; the live part is one
-    fragment polled every two seconds until the run ends (then 286 stops the polling)."""
+    """The run: graph, attempts, effects, context, history, and its actions. The live part is one
+    fragment polled every two seconds until the run ends (then 286 stops the polling).
+
+    The query string filters the history and selects a state (``?state=``: marked on the graph,
+    highlighted on the timeline and attempts, the history narrowed to it); htmx asks for the part
+    it swaps by its target: ``history`` (filters) or ``run-live`` (a selection, or the poll)."""
     run = _load_run(run_id)
-    context = _run_context(run)
-    context["events"], context["events_next"] = _events_page(run, None)
-    if request.htmx and request.GET.get("fragment") == "live":
-        response = render(request, "monitoring/_run_live.html", context)
-        if run.is_terminal:
-            response.status_code = STOP_POLLING
-        return response
-    return render(request, "monitoring/run_detail.html", context)
+    states = definition_for_version(run.version).states
+    shown = HistoryFilter.from_query(request.GET, states)
+    target = request.htmx.target if request.htmx else None
+    if target == "history":
+        response = render(request, "monitoring/_events.html", _history_context(run, shown, None, states, whole=True))
+    else:
+        context = {**_run_context(run, shown), **_history_context(run, shown, None, states, whole=True)}
+        polled = request.GET.get("fragment") == "live"
+        if request.htmx and (polled or target == "run-live"):
+            response = render(request, "monitoring/_run_live.html", context)
+            if polled and run.is_terminal:
+                response.status_code = STOP_POLLING
+        else:
+            response = render(request, "monitoring/run_detail.html", context, status=400 if shown.errors else 200)
+    patch_vary_headers(response, ("HX-Request", "HX-Target"))  # one URL, a page or one of its parts
+    return response
 
 
-def _events_page(run: Run, after: str | None) -> tuple[list[Any], int | None]:
-    """A page of the run's events, oldest first, after event id ``after``; and where the next
-    page starts (None: this is the last)."""
-    events = history.events(run)
+def _events_page(run: Run, after: str | None, shown: HistoryFilter | None = None) -> tuple[list[Any], int | None]:
+    """A page of the run's events matching ``shown``, oldest first, after event id ``after``; and
+    where the next page starts (None: this is the last)."""
+    shown = shown or HistoryFilter()
+    events = history.events(run, history.kinds_of(shown.groups), state=shown.state, by_person=shown.by_person)
     if after and after.isdigit():
         events = events.filter(id__gt=int(after))
     found = list(events[: EVENTS_PAGE + 1])
@@ -102,10 +125,31 @@ def _events_page(run: Run, after: str | None) -> tuple[list[Any], int | None]:
 
 @login_required
 def run_events(request: HttpRequest, run_id: Any) -> HttpResponse:
-    """The next page of a run's history (a long history is never loaded all at once)."""
-    run = get_object_or_404(Run, pk=run_id)
-    events, more = _events_page(run, request.GET.get("after", ""))
-    return render(request, "monitoring/_events.html", {"run": run, "events": events, "events_next": more})
+    """The next page of a run's history (a long history is never loaded all at once), with the
+    same filters as the page that asked for it."""
+    run = get_object_or_404(Run.objects.select_related("version"), pk=run_id)
+    states = definition_for_version(run.version).states
+    shown = HistoryFilter.from_query(request.GET, states)
+    context = _history_context(run, shown, request.GET.get("after", ""), states, whole=False)
+    return render(request, "monitoring/_events.html", context, status=400 if shown.errors else 200)
+
+
+def _history_context(run: Run, shown: HistoryFilter, after: str | None, states: Collection[str], *,
+                     whole: bool) -> dict[str, Any]:
+    """What _events.html needs: the page of events, the filters and their URLs; ``whole`` renders
+    the history block with its filters (a page, or htmx swapping the history), else only rows."""
+    events, more = _events_page(run, after, shown)
+    base = reverse("monitoring:run_detail", args=[run.pk])
+    and_query = f"{shown.query()}&" if shown.active else ""
+    return {
+        "run": run, "events": events, "events_next": more, "whole": whole, "shown": shown,
+        "event_groups": [(key, label) for key, (label, _) in history.EVENT_GROUPS.items()],
+        "state_names": sorted(states),
+        "run_url": base, "live_url": f"{base}?{and_query}fragment=live",
+        "more_url": reverse("monitoring:run_events", args=[run.pk]) + f"?{and_query}after={more}",
+        "clear_selection_url": f"{base}?{shown.query(state='')}".rstrip("?"),
+        "clear_filters_url": f"{base}?{shown.query(kind=[], operator='')}".rstrip("?"),
+    }
 
 
 def _act(request: HttpRequest, run_id: Any, action: Any, done: str) -> HttpResponse:

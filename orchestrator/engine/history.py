@@ -45,6 +45,7 @@ class AttemptEntry:
     retry_of: int | None  # the previous try of the same visit (a retry or a resume)
     resumed_from: int | None  # set when the previous try was lost (its worker died)
     effect_key: str  # what a compensation undoes
+    traceback: str = ""  # the handler's, when it raised (errors.error_payload keeps the last frames)
 
     @property
     def is_retry(self) -> bool:
@@ -71,6 +72,7 @@ def timeline(run: Run) -> list[AttemptEntry]:
             duration_ms=_ms(a.claimed_at, a.finished_at), error_type=error.get("type", ""),
             error_message=error.get("message", ""), failure_mode=a.failure_mode, tokens=a.tokens, cost=a.cost,
             retry_of=previous.get(visit), resumed_from=a.resumed_from_id, effect_key=keys.get(a.effect_id, ""),
+            traceback=str(error.get("traceback") or ""),
         ))
         previous[visit] = a.pk
     return entries
@@ -155,10 +157,50 @@ def effects_ledger(run: Run) -> list[EffectEntry]:
     ]
 
 
-def events(run: Run, kinds: tuple[str, ...] = ()) -> QuerySet[Event]:
-    """The run's events, oldest first, with their attempt and actor (one query)."""
+# Event kinds in the groups the run page filters the history by; every kind is in exactly one.
+# "operator" holds what only an operator's action records; an operator's cancel or approval is
+# in "run" or "approvals", and the page's "only operator actions" (events with an actor) finds all.
+EVENT_GROUPS: dict[str, tuple[str, tuple[EventKind, ...]]] = {
+    "run": ("Run", (EventKind.RUN_STARTED, EventKind.RUN_SUCCEEDED, EventKind.RUN_FAILED,
+                    EventKind.RUN_CANCELLED, EventKind.RUN_PAUSED)),
+    "steps": ("Steps", (
+        EventKind.STEP_SCHEDULED, EventKind.STEP_DISPATCHED, EventKind.STEP_CLAIMED, EventKind.STEP_SUCCEEDED,
+        EventKind.STEP_FAILED, EventKind.STEP_RETRIED, EventKind.STEP_CAUGHT, EventKind.STEP_TIMED_OUT,
+        EventKind.STEP_LOST, EventKind.STEP_RESUMED, EventKind.RESULT_DISCARDED, EventKind.CHOICE_TAKEN,
+        EventKind.WAIT_STARTED, EventKind.QUEUE_UNSERVED)),
+    "effects": ("Effects and compensations", (
+        EventKind.EFFECT_INTENT, EventKind.EFFECT_CONFIRMED, EventKind.EFFECT_FAILED, EventKind.EFFECT_DEDUP_HIT,
+        EventKind.EFFECT_UNCERTAIN, EventKind.EFFECT_RETRIED, EventKind.EFFECT_CHECKED,
+        EventKind.EFFECT_LATE_RESULT, EventKind.EFFECT_DUPLICATED, EventKind.COMPENSATION_STARTED,
+        EventKind.COMPENSATION_DONE, EventKind.COMPENSATION_FAILED)),
+    "branches": ("Branches, joins and sub-workflows", (
+        EventKind.BRANCHES_STARTED, EventKind.BRANCH_FINISHED, EventKind.BRANCH_PAUSED, EventKind.JOINED,
+        EventKind.JOIN_FAILED, EventKind.AGGREGATION_CONFLICT, EventKind.CHILD_STARTED, EventKind.CHILD_FINISHED)),
+    "budgets": ("Budgets and throttling", (EventKind.BUDGET_EXCEEDED, EventKind.THROTTLED)),
+    "agents": ("Agents and models", (EventKind.MODEL_ANSWERED, EventKind.MODEL_REPLAYED, EventKind.ROUTE_TAKEN,
+                                     EventKind.HANDED_OFF)),
+    "approvals": ("Approvals", (EventKind.APPROVAL_REQUESTED, EventKind.APPROVAL_DECIDED)),
+    "operator": ("Operator decisions", (EventKind.RUN_RESUMED, EventKind.RUN_REDRIVEN, EventKind.EFFECT_DECIDED,
+                                        EventKind.BRANCH_RESUMED)),
+}
+
+
+def kinds_of(groups: tuple[str, ...]) -> tuple[str, ...]:
+    """The event kinds in ``groups`` (names of ``EVENT_GROUPS``; unknown names add nothing)."""
+    return tuple(str(kind) for group in groups if group in EVENT_GROUPS for kind in EVENT_GROUPS[group][1])
+
+
+def events(run: Run, kinds: tuple[str, ...] = (), *, state: str = "", by_person: bool = False) -> QuerySet[Event]:
+    """The run's events, oldest first, with their attempt and actor (one query): only of ``kinds``,
+    of ``state`` and, with ``by_person``, only those a person did (an actor is recorded)."""
     found = Event.objects.filter(run=run).select_related("attempt", "actor").order_by("id")
-    return found.filter(kind__in=kinds) if kinds else found
+    if kinds:
+        found = found.filter(kind__in=kinds)
+    if state:
+        found = found.filter(state_name=state)
+    if by_person:
+        found = found.filter(actor__isnull=False)
+    return found
 
 
 def duplicate_figures(runs: QuerySet[Run]) -> dict[str, int]:

@@ -1,5 +1,6 @@
-// Ratchet's only script besides htmx: copy buttons on JSON blocks. No inline scripts anywhere,
-// so the pages work under a strict content security policy.
+// Ratchet's only script besides htmx: copy buttons on JSON blocks and tracebacks, the time zone
+// cookie, and open <details> kept open across live swaps. No inline scripts anywhere, so the
+// pages work under a strict content security policy.
 (function () {
   function addCopyButtons(root) {
     root.querySelectorAll("pre.copyable:not([data-copy])").forEach(function (pre) {
@@ -19,6 +20,20 @@
     var message = event.target.getAttribute && event.target.getAttribute("data-confirm");
     if (message && !window.confirm(message)) { event.preventDefault(); }
   });
+  // The server shows times in the zone this cookie names (monitoring/timezones.py): from the next request on.
+  try {
+    var zone = Intl.DateTimeFormat().resolvedOptions().timeZone;
+    var stored = (document.cookie.match(/(?:^|;\s*)ratchet_tz=([^;]*)/) || [])[1];
+    if (zone && stored !== zone) { document.cookie = "ratchet_tz=" + zone + "; path=/; max-age=31536000; samesite=lax"; }
+  } catch (error) { /* no Intl: times stay in UTC */ }
+  // A live swap (the run page's poll) must not close a traceback or JSON block the user opened.
+  var opened = [];
+  document.addEventListener("htmx:beforeSwap", function () {
+    opened = Array.prototype.map.call(document.querySelectorAll("details[id][open]"), function (d) { return d.id; });
+  });
   document.addEventListener("DOMContentLoaded", function () { addCopyButtons(document); });
-  document.addEventListener("htmx:afterSwap", function (event) { addCopyButtons(event.target); });
+  document.addEventListener("htmx:afterSwap", function (event) {
+    opened.forEach(function (id) { var d = document.getElementById(id); if (d) { d.open = true; } });
+    addCopyButtons(document);
+  });
 })();
