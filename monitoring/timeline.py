@@ -4,7 +4,12 @@ queued for a worker and ran, coloured by outcome and labelled in words in its to
 bar links to its attempt's row, so the timeline, the attempts table and the history point at
 the same attempt; given ``select``, a click on a bar (through htmx) also selects its state, and
 the bars of the ``selected`` state are outlined while the others fade. No extra query: it reads
-the timeline ``history.timeline`` already built."""
+the timeline ``history.timeline`` already built.
+
+A long run (more than ``AGGREGATE_ABOVE`` attempts, e.g. a step retried a hundred times) would
+be thousands of one-pixel bars: there, the tries of one visit (a step's retries and resumes)
+are drawn as one bar spanning them, labelled with how many tries and how many failed, and
+linking to the first of them."""
 
 from __future__ import annotations
 
@@ -15,10 +20,12 @@ from html import escape
 from django.utils import timezone
 from django.utils.safestring import SafeString, mark_safe
 
-from orchestrator.engine.history import AttemptEntry
+from orchestrator.engine.history import AttemptEntry, first_tries
 
 WIDTH, LANE, TOP, LEFT, RIGHT, BOTTOM = 900, 22, 8, 170, 12, 28
 MAX_LANES = 40
+AGGREGATE_ABOVE = 300  # attempts: above this, the tries of one visit are one bar
+LABEL_MIN_WIDTH = 46  # a bar this wide has room for its count of tries in words
 # Fill by attempt status; every bar also says its status in its tooltip, and failures are
 # outlined, so the chart does not rely on colour alone.
 FILLS = {"succeeded": "#7bc48f", "failed": "#e07a72", "timed_out": "#e07a72", "lost": "#b58ad6",
@@ -59,6 +66,20 @@ def _tooltip(entry: AttemptEntry) -> str:
     return "; ".join(parts)
 
 
+def aggregates(entries: Sequence[AttemptEntry]) -> bool:
+    """Whether the chart draws each visit's tries as one bar (a long run)."""
+    return len(entries) > AGGREGATE_ABOVE
+
+
+def visits(entries: Sequence[AttemptEntry]) -> list[list[AttemptEntry]]:
+    """The attempts grouped by visit (a try and its retries or resumes), in order of first try."""
+    groups: dict[int, list[AttemptEntry]] = {}
+    first = first_tries(entries)
+    for entry in entries:
+        groups.setdefault(first[entry.id], []).append(entry)
+    return list(groups.values())
+
+
 def timeline_svg(entries: Sequence[AttemptEntry], started: datetime, finished: datetime | None,
                  now: datetime | None = None, *, selected: str = "",
                  select: Callable[[str], str] | None = None) -> SafeString:
@@ -74,25 +95,31 @@ def timeline_svg(entries: Sequence[AttemptEntry], started: datetime, finished: d
     hidden = max(len(lanes) - MAX_LANES, 0)
     shown = lanes[:MAX_LANES]
     height = TOP + LANE * len(shown) + BOTTOM
+    groups = visits(entries) if aggregates(entries) else [[entry] for entry in entries]
+    drawn = (f"; the tries of each step drawn as one bar ({len(groups)} bars)" if len(groups) < len(entries)
+             else "")
     out: list[str] = [
         f'<svg class="timeline" role="img" viewBox="0 0 {WIDTH} {height}" xmlns="http://www.w3.org/2000/svg" '
         f'aria-labelledby="timeline-title"><title id="timeline-title">Timeline of {len(entries)} attempts over '
-        f'{_seconds(span)}, one lane per line of execution</title>'
+        f'{_seconds(span)}, one lane per line of execution{drawn}</title>'
     ]
     for row, lane in enumerate(shown):
         y = TOP + row * LANE
         out.append(f'<text x="{LEFT - 6}" y="{y + 15}" text-anchor="end" font-size="11">'
                    f'{escape(lane[-28:])}</text>')
         out.append(f'<line x1="{LEFT}" x2="{WIDTH - RIGHT}" y1="{y + LANE}" y2="{y + LANE}" stroke="#eef0f3"/>')
-    for entry in entries:
-        lane = lane_of(entry)
+    for tries in groups:
+        lane = lane_of(tries[0])
         if lane not in shown:
             continue
-        out.append(_bar(entry, TOP + shown.index(lane) * LANE, started, span, now, _looks(entry, selected, select)))
+        y, looks = TOP + shown.index(lane) * LANE, _looks(tries[0], selected, select)
+        out.append(_bar(tries[0], y, started, span, now, looks) if len(tries) == 1
+                   else _visit_bar(tries, y, started, span, now, looks))
     axis_y = TOP + LANE * len(shown) + 14
     for step in range(5):
         x = LEFT + (WIDTH - LEFT - RIGHT) * step / 4
-        out.append(f'<text x="{x:.1f}" y="{axis_y}" text-anchor="middle" font-size="10" fill="#5b6576">'
+        anchor = "end" if step == 4 else "middle"  # the last tick inside the chart, not cut off
+        out.append(f'<text x="{x:.1f}" y="{axis_y}" text-anchor="{anchor}" font-size="10" fill="#5b6576">'
                    f'+{_seconds(span * step / 4)}</text>')
     out.append("</svg>")
     note = f'<p class="muted">And {hidden} more branches: see the attempts table.</p>' if hidden else ""
@@ -121,6 +148,45 @@ def _bar(entry: AttemptEntry, y: float, started: datetime, span: float, now: dat
             f'</title>{"".join(pieces)}</a>')
 
 
+def _visit_bar(tries: Sequence[AttemptEntry], y: float, started: datetime, span: float, now: datetime,
+               looks: str) -> str:
+    """One bar for a visit's tries: its first wait, then from its first claim to its last end,
+    coloured by how the last try ended, outlined if any failed, with the count of tries in words."""
+    first, last = tries[0], tries[-1]
+    failed = sum(entry.status in OUTLINED for entry in tries)
+    pieces: list[str] = []
+    due = first.scheduled_at
+    if first.not_before and first.not_before > first.scheduled_at:
+        pieces.append(_rect(first.scheduled_at, first.not_before, y, started, span, SEGMENTS[0][2], "timer"))
+        due = first.not_before
+    ran_from = first.claimed_at or due
+    pieces.append(_rect(due, ran_from, y, started, span, SEGMENTS[1][2], "queued"))
+    outline = ' stroke="#1d2430" stroke-width="1.5"' if failed else ""
+    pieces.append(_rect(ran_from, last.finished_at or now, y, started, span, FILLS.get(last.status, "#c4c8cf"),
+                        "ran", outline))
+    x1, x2 = _x(ran_from, started, span), _x(last.finished_at or now, started, span)
+    if x2 - x1 >= LABEL_MIN_WIDTH:
+        pieces.append(f'<text x="{x1 + 3:.1f}" y="{y + 15}" font-size="10" fill="#1d2430" pointer-events="none">'
+                      f'{len(tries)} tries</text>')
+    return (f'<a href="#attempt-{first.id}" {looks} data-attempt="{first.id}" data-tries="{len(tries)}">'
+            f'<title>{escape(_visit_tooltip(tries, failed))}</title>{"".join(pieces)}</a>')
+
+
+def _visit_tooltip(tries: Sequence[AttemptEntry], failed: int) -> str:
+    first, last = tries[0], tries[-1]
+    parts = [f"{first.state_name} (attempts {first.id} to {last.id}): {len(tries)} tries, {failed} failed; "
+             f"the last {last.status.replace('_', ' ')}"]
+    if first.claimed_at and last.finished_at:
+        parts.append(f"over {_seconds((last.finished_at - first.claimed_at).total_seconds())}")
+    errors = {(entry.error_type, entry.error_message) for entry in tries if entry.error_type}
+    if errors:
+        error = next(entry for entry in reversed(tries) if entry.error_type)
+        parts.append(f"last error {error.error_type}: {error.error_message[:200]}"
+                     + (f" ({len(errors)} different errors)" if len(errors) > 1 else ""))
+    parts.append(f"click for attempt {first.id}, the first try")
+    return "; ".join(parts)
+
+
 def _rect(start: datetime, end: datetime, y: float, origin: datetime, span: float, fill: str, kind: str,
           extra: str = "") -> str:
     x1, x2 = _x(start, origin, span), _x(end, origin, span)
@@ -128,9 +194,13 @@ def _rect(start: datetime, end: datetime, y: float, origin: datetime, span: floa
             f'fill="{fill}" rx="2"{extra}/>')
 
 
-def legend() -> list[tuple[str, str]]:
-    """(colour, words) pairs for the page's legend under the timeline."""
+def legend(*, aggregated: bool = False) -> list[tuple[str, str]]:
+    """(colour, words) pairs for the page's legend under the timeline; ``aggregated`` adds what a
+    bar standing for a step's tries means."""
     items: list[tuple[str, str]] = [(colour, words) for _, words, colour in SEGMENTS]
     items += [(FILLS[s], f"ran: {s.replace('_', ' ')}") for s in ("succeeded", "running", "failed", "lost",
                                                                  "cancelled")]
+    if aggregated:
+        items.append((FILLS["failed"], "a bar labelled \u201cN tries\u201d: a step's retries drawn as one bar, "
+                                       "coloured by its last try"))
     return items

@@ -6,7 +6,7 @@ from urllib.parse import urlencode
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required, permission_required
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
@@ -19,11 +19,12 @@ from orchestrator.engine.errors import InvalidTransition
 from orchestrator.engine.runs import DECISIONS, cancel_run, decide_effect, redrive_run
 from orchestrator.models import Effect, EffectStatus, FailureMode, Run, RunStatus, Workflow
 
+from .. import attempt_rows
 from ..graphs import render_svg
 from ..run_page import FILTER_BOXES, HistoryFilter, for_htmx, selecting_links, selector
 from ..runlist import RunFilter, current_states, runs_page
+from ..timeline import aggregates, timeline_svg
 from ..timeline import legend as timeline_legend
-from ..timeline import timeline_svg
 from .saved_views import run_list_tools
 
 # htmx stops polling when a fragment answers 286.
@@ -53,29 +54,25 @@ def run_list(request: HttpRequest) -> HttpResponse:
     return render(request, "monitoring/run_list.html", context, status=400 if filters.errors else 200)
 
 
-def _run_context(run: Run, shown: HistoryFilter | None = None) -> dict[str, Any]:
+def _run_context(run: Run, shown: HistoryFilter | None = None, opened: tuple[int, int] | None = None) -> dict[str, Any]:
     shown = shown or HistoryFilter()
     definition = definition_for_version(run.version)
     marks = history.state_marks(run)
     ledger = history.effects_ledger(run)
-    attempts = history.timeline(run)
-    first_of: dict[str, int] = {}
-    for entry in attempts:
-        first_of.setdefault(entry.state_name, entry.id)
+    attempts = history.timeline(run, tracebacks=False)
     select = selector(run, shown)
-    urls = {name: select(name) for name in definition.states}
     return {
         "run": run, "definition": definition, "budgets": limits(definition, run),
         "graph": selecting_links(render_svg(definition, marks=marks, counts=history.fork_counts(run),
                                              selected=shown.state or None, link=select)),
-        "marks": marks, "attempts": attempts, "first_of": first_of, "effects": ledger,
+        "marks": marks, "effects": ledger,
         "timeline": timeline_svg(attempts, run.created_at, run.finished_at, selected=shown.state,
                                  select=lambda state: for_htmx(select(state))),
-        "timeline_legend": timeline_legend(),
+        "timeline_legend": timeline_legend(aggregated=aggregates(attempts)),
         "committed": [e for e in ledger if e.status in (EffectStatus.CONFIRMED, "compensation_failed")],
         "children": list(run.children.select_related("workflow").order_by("created_at")),
-        "decisions": DECISIONS, "select_urls": urls, "filter_boxes": FILTER_BOXES,
-        "select_gets": {name: for_htmx(url) for name, url in urls.items()},
+        "decisions": DECISIONS, "filter_boxes": FILTER_BOXES,
+        **attempt_rows.table_context(run, shown, attempts, definition.states, opened),
     }
 
 
@@ -91,15 +88,25 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
 
     The query string filters the history and selects a state (``?state=``: marked on the graph,
     highlighted on the timeline and attempts, the history narrowed to it); htmx asks for the part
-    it swaps by its target: ``history`` (filters) or ``run-live`` (a selection, or the poll)."""
+    it swaps by its target: ``history`` (filters) or ``run-live`` (a selection, or the poll), and
+    for the next attempts of a long run's table by ``fragment=attempts`` with ``attempts_from`` and
+    ``attempts_to`` (without htmx, the same address is the whole page with those attempts shown)."""
     run = _load_run(run_id)
     states = definition_for_version(run.version).states
     shown = HistoryFilter.from_query(request.GET, states)
+    opened = attempt_rows.opened_range(request.GET)
     target = request.htmx.target if request.htmx else None
     if target == "history":
         response = render(request, "monitoring/_events.html", _history_context(run, shown, None, states, whole=True))
+    elif request.htmx and request.GET.get("fragment") == "attempts" and opened is None:
+        response = HttpResponseBadRequest("attempts_from and attempts_to must be two attempt ids, in order")
+    elif request.htmx and request.GET.get("fragment") == "attempts":
+        entries = history.timeline(run, tracebacks=False)
+        response = render(request, "monitoring/_attempts.html",
+                          {"run": run, "shown": shown, **attempt_rows.table_context(run, shown, entries, states, opened,
+                                                                           fragment=True)})
     else:
-        context = {**_run_context(run, shown), **_history_context(run, shown, None, states, whole=True)}
+        context = {**_run_context(run, shown, opened), **_history_context(run, shown, None, states, whole=True)}
         polled = request.GET.get("fragment") == "live"
         if request.htmx and (polled or target == "run-live"):
             response = render(request, "monitoring/_run_live.html", context)

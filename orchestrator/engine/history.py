@@ -8,11 +8,13 @@ costs a fixed number of queries, whatever the run's length.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from django.db.models import Count, Q, QuerySet, Sum
+from django.db.models.fields.json import KT
 
 from ..models import AttemptKind, AttemptStatus, Effect, EffectStatus, Event, EventKind, Fork, Run, StepAttempt
 from ..models.runs import ACTIVE_ATTEMPT_STATUSES
@@ -56,26 +58,55 @@ def _ms(start: Any, end: Any) -> float | None:
     return round((end - start).total_seconds() * 1000, 1) if start and end else None
 
 
-def timeline(run: Run) -> list[AttemptEntry]:
-    """Every attempt, oldest first (two queries)."""
+TIMELINE_FIELDS = ("id", "kind", "state_name", "branch_path", "sequence", "attempt", "status", "queue", "worker",
+                   "scheduled_at", "not_before", "claimed_at", "finished_at", "failure_mode", "tokens", "cost",
+                   "resumed_from_id", "effect_id")
+
+
+def timeline(run: Run, *, tracebacks: bool = True) -> list[AttemptEntry]:
+    """Every attempt, oldest first (two queries). Only the error's type, message and (with
+    ``tracebacks``) traceback are read, never inputs or outputs: a run retried 2,000 times holds
+    megabytes of those, and a page shows a bounded part (``tracebacks_of`` reads the shown ones)."""
     keys = dict(Effect.objects.filter(run=run).values_list("pk", "key"))
+    errors = {"error_type": KT("error__type"), "error_message": KT("error__message")}
+    if tracebacks:
+        errors["error_traceback"] = KT("error__traceback")
     previous: dict[tuple, int] = {}
     entries = []
-    for a in StepAttempt.objects.filter(run=run).order_by("id"):
-        visit = (a.kind, a.state_name, a.branch_path, a.sequence, a.effect_id)
-        error = a.error or {}
+    for a in StepAttempt.objects.filter(run=run).order_by("id").values(*TIMELINE_FIELDS, **errors):
+        visit = (a["kind"], a["state_name"], a["branch_path"], a["sequence"], a["effect_id"])
+        scheduled, claimed = a["scheduled_at"], a["claimed_at"]
         entries.append(AttemptEntry(
-            id=a.pk, kind=a.kind, state_name=a.state_name, branch_path=a.branch_path, sequence=a.sequence,
-            attempt=a.attempt, status=a.status, queue=a.queue, worker=a.worker, scheduled_at=a.scheduled_at,
-            not_before=a.not_before, claimed_at=a.claimed_at, finished_at=a.finished_at,
-            queue_wait_ms=_ms(max(a.scheduled_at, a.not_before or a.scheduled_at), a.claimed_at),  # not a timer
-            duration_ms=_ms(a.claimed_at, a.finished_at), error_type=error.get("type", ""),
-            error_message=error.get("message", ""), failure_mode=a.failure_mode, tokens=a.tokens, cost=a.cost,
-            retry_of=previous.get(visit), resumed_from=a.resumed_from_id, effect_key=keys.get(a.effect_id, ""),
-            traceback=str(error.get("traceback") or ""),
+            id=a["id"], kind=a["kind"], state_name=a["state_name"], branch_path=a["branch_path"],
+            sequence=a["sequence"], attempt=a["attempt"], status=a["status"], queue=a["queue"], worker=a["worker"],
+            scheduled_at=scheduled, not_before=a["not_before"], claimed_at=claimed, finished_at=a["finished_at"],
+            queue_wait_ms=_ms(max(scheduled, a["not_before"] or scheduled), claimed),  # not a timer
+            duration_ms=_ms(claimed, a["finished_at"]), error_type=a["error_type"] or "",
+            error_message=a["error_message"] or "", failure_mode=a["failure_mode"], tokens=a["tokens"],
+            cost=a["cost"], retry_of=previous.get(visit), resumed_from=a["resumed_from_id"],
+            effect_key=keys.get(a["effect_id"], ""), traceback=a.get("error_traceback") or "",
         ))
-        previous[visit] = a.pk
+        previous[visit] = a["id"]
     return entries
+
+
+def first_tries(entries: Iterable[AttemptEntry]) -> dict[int, int]:
+    """Attempt id -> the id of the first try of its visit, following ``retry_of`` (retries and
+    resumes); ``entries`` oldest first, as ``timeline`` gives them."""
+    first: dict[int, int] = {}
+    for entry in entries:
+        first[entry.id] = first.get(entry.retry_of, entry.id) if entry.retry_of is not None else entry.id
+    return first
+
+
+def tracebacks_of(run: Run, attempt_ids: Collection[int]) -> dict[int, str]:
+    """Attempt id -> its handler's traceback, for these attempts of ``run`` that have one (one
+    query, whatever the number of ids; none for no ids)."""
+    if not attempt_ids:
+        return {}
+    found = (StepAttempt.objects.filter(run=run, pk__in=list(attempt_ids), error__has_key="traceback")
+             .values_list("pk", KT("error__traceback")))
+    return {pk: text for pk, text in found if text}
 
 
 # Graph colours, strongest first: a state shows the strongest mark it has.
@@ -91,15 +122,17 @@ def state_marks(run: Run) -> dict[str, str]:
         if state not in marks or MARKS.index(how) < MARKS.index(marks[state]):
             marks[state] = how
 
-    last_of_visit: dict[tuple, StepAttempt] = {}
-    for a in StepAttempt.objects.filter(run=run, kind=AttemptKind.STEP).order_by("id"):
-        last_of_visit[(a.state_name, a.branch_path, a.sequence)] = a
-    for (state, _, _), a in last_of_visit.items():
-        if a.status in ACTIVE_ATTEMPT_STATUSES:
+    last_of_visit: dict[tuple, tuple[int, str]] = {}
+    for pk, state, branch, sequence, status in (StepAttempt.objects.filter(run=run, kind=AttemptKind.STEP)
+                                                .order_by("id")
+                                                .values_list("pk", "state_name", "branch_path", "sequence", "status")):
+        last_of_visit[(state, branch, sequence)] = pk, status
+    for (state, _, _), (pk, status) in last_of_visit.items():
+        if status in ACTIVE_ATTEMPT_STATUSES:
             mark(state, "current")
-        elif a.status == AttemptStatus.SUCCEEDED:
+        elif status == AttemptStatus.SUCCEEDED:
             mark(state, "visited")
-        elif a.status != AttemptStatus.CANCELLED or a.pk == run.failed_attempt_id:
+        elif status != AttemptStatus.CANCELLED or pk == run.failed_attempt_id:
             mark(state, "failed")
     for state in Effect.objects.filter(run=run, status=EffectStatus.COMPENSATED).values_list("state_name", flat=True):
         mark(state, "compensated")
@@ -191,9 +224,10 @@ def kinds_of(groups: tuple[str, ...]) -> tuple[str, ...]:
 
 
 def events(run: Run, kinds: tuple[str, ...] = (), *, state: str = "", by_person: bool = False) -> QuerySet[Event]:
-    """The run's events, oldest first, with their attempt and actor (one query): only of ``kinds``,
-    of ``state`` and, with ``by_person``, only those a person did (an actor is recorded)."""
-    found = Event.objects.filter(run=run).select_related("attempt", "actor").order_by("id")
+    """The run's events, oldest first, with their actor (one query): only of ``kinds``, of ``state``
+    and, with ``by_person``, only those a person did (an actor is recorded). Their attempts are not
+    joined: the page shows an attempt's id, and a failed attempt's row carries its traceback."""
+    found = Event.objects.filter(run=run).select_related("actor").order_by("id")
     if kinds:
         found = found.filter(kind__in=kinds)
     if state:

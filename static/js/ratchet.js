@@ -31,6 +31,17 @@
   document.addEventListener("htmx:beforeSwap", function () {
     opened = Array.prototype.map.call(document.querySelectorAll("details[id][open]"), function (d) { return d.id; });
   });
+  // A poll sent before the user selected a state or changed a filter answers for the old
+  // address: dropped, or it would undo the selection it crossed.
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var elt = event.detail.requestConfig && event.detail.requestConfig.elt;
+    if (!elt || elt.id !== "run-poll") { return; }
+    var asked = new URLSearchParams((event.detail.requestConfig.path || "").split("?")[1] || "");
+    asked.delete("fragment");
+    var here = new URLSearchParams(window.location.search);
+    asked.sort(); here.sort();
+    if (asked.toString() !== here.toString()) { event.detail.shouldSwap = false; }
+  });
   document.addEventListener("DOMContentLoaded", function () { addCopyButtons(document); });
   document.addEventListener("htmx:afterSwap", function (event) {
     opened.forEach(function (id) { var d = document.getElementById(id); if (d) { d.open = true; } });

@@ -134,7 +134,7 @@ def test_the_pages_show_figures_of_the_loaded_history(history, admin_client):
     busiest = Run.objects.annotate(n=Count("attempts")).order_by("-n").first()
     detail = admin_client.get(f"/runs/{busiest.pk}/")
     assert detail.status_code == 200
-    assert len(detail.context["attempts"]) == busiest.n > 3
+    assert detail.context["attempts_total"] == busiest.n > 3
     assert all(a.state_name in detail.content.decode() for a in busiest.attempts.all())
 
 
