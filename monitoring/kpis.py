@@ -40,11 +40,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
+from django.db import connections
 from django.db.models import (
     Count,
     DecimalField,
     F,
     FloatField,
+    Func,
     OuterRef,
     Q,
     Subquery,
@@ -68,7 +70,7 @@ from orchestrator.models import (
     WorkflowVersion,
 )
 
-from .percentiles import BucketIndex, PercentileCont, SecondsBetween, percentiles, seconds_between
+from .percentiles import BucketIndex, DateBin, PercentileCont, SecondsBetween, percentiles, seconds_between
 
 __all__ = [
     "KpiPoint",
@@ -499,8 +501,11 @@ def kpi_series(
     _check_window(start, end)
     edges, coefficients = _bucket_edges(start, end, buckets)
     origin = (start - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    binned = isinstance(buckets, timedelta) and connections[Run.objects.db].vendor == "postgresql"
 
-    def bucket(column: str) -> BucketIndex:
+    def bucket(column: str) -> Func:
+        if binned:  # rows come back keyed by their bucket's start (an edge), not its index
+            return DateBin(F(column), width=buckets, origin=start)
         return BucketIndex(F(column), origin=origin, **coefficients)
 
     runs = _run_counts(workflow, version, start, end, bucket("finished_at"))
@@ -511,8 +516,9 @@ def kpi_series(
     points = []
     for i in range(len(edges) - 1):
         b_start, b_end = edges[i], edges[i + 1]
-        r = runs.get(i, {})
-        lat, eff, st, q = latency.get(i, {}), effects.get(i, {}), steps.get(i, {}), queue.get(i, {})
+        key = b_start if binned else i
+        r = runs.get(key, {})
+        lat, eff, st, q = latency.get(key, {}), effects.get(key, {}), steps.get(key, {}), queue.get(key, {})
         finished, succeeded = r.get("finished", 0), r.get("succeeded", 0)
         n_steps = st.get("steps", 0)
         points.append(KpiPoint(

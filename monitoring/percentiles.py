@@ -9,6 +9,7 @@ window and a count per group, in one query. Durations are exact to the microseco
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.db import NotSupportedError, connections
@@ -16,6 +17,7 @@ from django.db.models import (
     Aggregate,
     BigIntegerField,
     Count,
+    DateTimeField,
     Expression,
     F,
     Field,
@@ -84,8 +86,10 @@ class SecondsBetween(Func):
 
     def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
         (start, start_params), (end, end_params) = (compiler.compile(e) for e in self.source_expressions)
-        # PostgreSQL: an interval's epoch is numeric, exact; cheaper than two timestamps' epochs.
-        return f"CAST(EXTRACT(EPOCH FROM ({end} - {start})) AS DOUBLE PRECISION)", [*end_params, *start_params]
+        # PostgreSQL: date_part() of the interval is computed in double precision from its integer
+        # microseconds (one correctly rounded division for durations under a day), half the cost
+        # of EXTRACT's numeric result cast to double; it matters over 280,000 attempts.
+        return f"date_part('epoch', {end} - {start})", [*end_params, *start_params]
 
     def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
         start, end = self.source_expressions
@@ -115,6 +119,27 @@ class BucketIndex(Func):
         sql, params = compiler.compile(self.source_expressions[0])
         origin, a, b, c = self.coefficients
         return f"(({a} * ({sql} - {origin}) + {b}) / {c})", list(params)
+
+
+class DateBin(Func):
+    """PostgreSQL's ``date_bin(width, ts, origin)``: the start of the bucket ``ts`` falls in, in
+    integer microseconds inside the database (a row at an edge belongs to the later bucket, as
+    with BucketIndex). Several times cheaper per row than BucketIndex's numeric epoch; only for
+    whole-microsecond widths, and only on PostgreSQL (14+)."""
+
+    output_field = DateTimeField()
+    arity = 1
+
+    def __init__(self, column: Any, *, width: timedelta, origin: datetime) -> None:
+        super().__init__(column)
+        self.width, self.origin = width, origin
+
+    def as_sql(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        sql, params = compiler.compile(self.source_expressions[0])
+        return f"date_bin(%s::interval, {sql}, %s::timestamptz)", [self.width, *params, self.origin]
+
+    def as_sqlite(self, compiler: Any, connection: Any, **extra: Any) -> tuple[str, list[Any]]:
+        raise NotSupportedError("SQLite has no date_bin: use BucketIndex")
 
 
 def _label(p: float) -> str:

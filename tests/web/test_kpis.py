@@ -260,8 +260,9 @@ def test_latency_is_exact_to_the_microsecond(versions):
     assert report.latency_p99 == approx(59.999999 + 0.99 * 0.000002, abs=1e-7)
 
 
-def test_series_buckets(data):
-    first, second = kpi_series(T0, END, 2)
+@pytest.mark.parametrize("buckets", [2, timedelta(minutes=30)])  # a count, or a width (date_bin on PostgreSQL)
+def test_series_buckets(data, buckets):
+    first, second = kpi_series(T0, END, buckets)
     assert (first.start, first.end, second.start, second.end) == (T0, at(1800), at(1800), END)
     assert (first.finished, first.succeeded, first.failed, first.cancelled) == (7, 4, 2, 1)
     assert first.completion_rate == approx(4 / 7)
