@@ -4,9 +4,9 @@ The lease says "this worker process is alive". A SIGKILLed worker stops renewing
 expires, and the sweeper resumes the step elsewhere. Hung handlers are a different matter:
 step timeouts and heartbeat timeouts catch those.
 
-One keeper thread (with its own database connection) serves the whole worker process; the
-executor points it at the claim it is running. A new claim already carries a full lease, so
-pointing it there writes nothing.
+One keeper thread (with its own database connection, closed while no step runs) serves the
+whole worker process; the executor points it at the claim it is running. A new claim already
+carries a full lease, so pointing it there writes nothing.
 """
 
 from __future__ import annotations
@@ -50,6 +50,9 @@ class LeaseKeeper:
             period = ratchet_setting("LEASE_SECONDS") / 3
             with self._changed:
                 while self._claim is None:
+                    # Idle: hand the connection back rather than hold it between steps (a worker
+                    # would keep it forever, and a test database could not be dropped).
+                    self._close_connection()
                     self._changed.wait()
                 claim, lost, since = self._claim, self._lost, self._since
                 due = since + period
@@ -59,6 +62,13 @@ class LeaseKeeper:
                     continue
                 self._since = time.monotonic()
             self._renew(claim, lost, period * 3)
+
+    @staticmethod
+    def _close_connection() -> None:
+        try:
+            connection.close()
+        except Exception:  # a broken connection is dropped anyway; the next renewal opens a new one
+            logger.debug("closing the lease keeper's connection failed", exc_info=True)
 
     def _renew(self, claim: Claim, lost: threading.Event, lease: float) -> None:
         try:
