@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import bulk, dashboards, failures, home, runs, saved_views, workflows
+from .views import bulk, dashboards, failures, flow, home, runs, saved_views, workflows
 from .views.queues import queues
 
 app_name = "monitoring"
@@ -26,4 +26,5 @@ urlpatterns = [
     path("failures/", failures.failure_dashboard, name="failures"),
     path("failures/acknowledge", failures.acknowledge_cluster, name="acknowledge_cluster"),
     path("queues/", queues, name="queues"),
+    path("flow/", flow.flow_control, name="flow"),
 ]

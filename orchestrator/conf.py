@@ -24,6 +24,7 @@
 | DEFAULT_MAX_DEPTH | 8 | delegation depth (handoffs, sub-workflow nesting) default |
 | DEFAULT_MAX_PARALLEL_AGENTS | none | branches that may run at once in a run, by default |
 | DEFAULT_RUN_TIMEOUT_SECONDS | none | a run's deadline when its definition sets none |
+| RATE_LIMITS | demo.partner_api: 5/s | shared limits per handler (ratelimits.py): `{"x.y": {"rate": 5, "burst": 9}}` |
 | BULK_CHUNK_SIZE | 50 | runs a bulk action handles per transaction (its progress moves by this much) |
 | BULK_STALL_SECONDS | 30 | a bulk action with no progress this long is handed to another worker by the sweeper |
 """
@@ -59,6 +60,8 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_MAX_DEPTH": 8,
     "DEFAULT_MAX_PARALLEL_AGENTS": None,
     "DEFAULT_RUN_TIMEOUT_SECONDS": None,
+    # The demo partner API allows five calls a second (the partner_lookup demo shows it).
+    "RATE_LIMITS": {"demo.partner_api": {"rate": 5, "burst": 5}},
     "BULK_CHUNK_SIZE": 50,
     "BULK_STALL_SECONDS": 30.0,
 }

@@ -15,6 +15,7 @@ from orchestrator.models import Workflow
 
 from ..failure_trends import failure_trend
 from ..failures import acknowledge, failure_report
+from ..flow import throttling
 from ..runlist import WINDOWS
 
 
@@ -37,6 +38,7 @@ def failure_dashboard(request: HttpRequest) -> HttpResponse:
     report = failure_report(start, end, now, workflow=workflow)
     return render(request, "monitoring/failures.html", {
         "report": report, "trend": failure_trend(start, end, workflow=workflow), "window": window,
+        "throttled": throttling(start, end),
         "workflow": workflow, "workflows": names, "windows": list(WINDOWS),
         "errors": errors,
     }, status=400 if errors else 200)

@@ -149,3 +149,13 @@ def send_reminder(ctx: StepContext) -> dict[str, Any]:
         idempotent=True,
     )
     return {"delivery": result["delivery"]}
+
+
+@handler("demo.partner_api")
+def partner_api(ctx: StepContext) -> dict[str, Any]:
+    """A read from a partner's API that allows only so many calls a second: give it a rate
+    limit (RATCHET_RATE_LIMITS). Each call is recorded at the sink (kind ``partner_api``), so
+    the rate the partner saw can be measured."""
+    sink.deliver(f"partner-{ctx.run_id}-{ctx.state_name}-{ctx.attempt_number}", "partner_api",
+                 {"run": str(ctx.run_id)})
+    return {"partner": "ok"}

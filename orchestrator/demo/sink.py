@@ -111,3 +111,11 @@ def requests(key: str, path: str | None = None) -> int:
 def delivery_counts(path: str | None = None) -> dict[str, int]:
     """Deliveries per key (replays excluded): a key above 1 is a duplicate side effect."""
     return dict(_rows("SELECT key, COUNT(*) FROM requests WHERE outcome = 'delivered' GROUP BY key", path=path))
+
+
+def arrivals(kind: str, path: str | None = None) -> list[float]:
+    """When each request of ``kind`` arrived (Unix seconds, millisecond precision), oldest first:
+    what a rate-limited tool observed."""
+    rows = _rows("SELECT (julianday(at) - 2440587.5) * 86400.0 FROM requests WHERE kind = ? ORDER BY at, id",
+                 (kind,), path)
+    return [row[0] for row in rows]

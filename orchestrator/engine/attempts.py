@@ -6,6 +6,8 @@ import uuid
 from datetime import timedelta
 from typing import Any
 
+from django.db import transaction
+
 from ..conf import ratchet_setting
 from ..models import AttemptKind, AttemptStatus, EventKind, Run, StepAttempt
 from . import clock
@@ -13,6 +15,7 @@ from .claims import Claimant
 from .definition import State
 from .dispatch import dispatch_on_commit
 from .eventlog import EventLog
+from .ratelimits import limit_for
 
 
 def step_timeout(state: State | None) -> float:
@@ -57,7 +60,8 @@ def new_attempt(
         input=input, effect_id=effect_id, resumed_from=resumed_from, scheduled_at=now, not_before=not_before,
         branch_path=branch_path, line=line,
     )
-    inline = claimant is not None and not_before is None and claimant.may_take(queue)
+    # A rate-limited step goes through claim_attempt, where its limit is checked (ratelimits.py).
+    inline = claimant is not None and not_before is None and claimant.may_take(queue) and limit_for(state) is None
     if inline:
         lease = ratchet_setting("LEASE_SECONDS")
         attempt.status = AttemptStatus.RUNNING
@@ -69,7 +73,8 @@ def new_attempt(
     elif not_before is None:
         attempt.dispatched_at = now
         attempt.dispatch_count = 1
-    # else: a timer or a backoff; the sweeper dispatches it when it is due.
+    else:  # a timer or a backoff: the sweeper dispatches it when it is due
+        transaction.on_commit(clock.timers_changed.set)
     attempt.save()
     log.add(EventKind.STEP_SCHEDULED, attempt, sequence=sequence, attempt_number=attempt_no,
             delay_seconds=round(delay, 3), inline=inline)

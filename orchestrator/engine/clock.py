@@ -18,6 +18,10 @@ from django.db import connection
 from django.utils import timezone
 
 REFRESH_SECONDS = 30.0
+# Set when this process commits a timer (a backoff, a wait, a throttled step's slot): the
+# sweeper thread, asleep until the next timer it knew of, looks again, so the new one fires on
+# time instead of up to a sweep interval late.
+timers_changed = threading.Event()
 
 _lock = threading.Lock()
 _offset = timedelta(0)

@@ -203,7 +203,8 @@ class SweeperThread(threading.Thread):
                     logger.exception("sweep failed; trying again next round")
                     connection.close()
                     pause = self.interval
-                self.stopping.wait(pause)
+                clock.timers_changed.wait(pause)
+                clock.timers_changed.clear()
         finally:
             connection.close()
 
@@ -217,3 +218,4 @@ class SweeperThread(threading.Thread):
 
     def stop(self) -> None:
         self.stopping.set()
+        clock.timers_changed.set()

@@ -8,6 +8,7 @@ its own (fencing by claim token).
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 from typing import Any
@@ -39,11 +40,17 @@ from .errors import engine_error
 from .eventlog import EventLog
 from .lines import is_live, store
 from .model_calls import unreported_usage
+from .ratelimits import Limit, conform, limit_for
 from .retry import RetryRule, error_matches, next_retry_delay
 from .runstate import fail_run, finish_compensation, pause_run, save_run
 from .scheduling import enter_state, fail_line, go_on
 
 FAILED_STATUSES = (AttemptStatus.FAILED, AttemptStatus.TIMED_OUT)
+
+
+# A job that arrives this little before its attempt is due (clocks of two workers differ by
+# milliseconds) waits for it instead of going back on the timer.
+EARLY_SLEEP_SECONDS = 0.05
 
 
 def compensation_retry() -> tuple[RetryRule, ...]:
@@ -78,10 +85,28 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
         attempt = StepAttempt.objects.select_related("run__version", "line__fork").filter(pk=attempt_id).first()
         if attempt is None or attempt.status != AttemptStatus.SCHEDULED:
             return None
-        if attempt.not_before and attempt.not_before > now:
+        early = (attempt.not_before - now).total_seconds() if attempt.not_before else 0.0
+        if 0 < early <= EARLY_SLEEP_SECONDS:
+            # Dispatched a moment before it is due (the dispatching worker's clock runs a little
+            # ahead of this one's): wait for it here, as the job ran anyway.
+            time.sleep(early)
+            now = clock.now()
+        elif early > 0:
+            # Far too early: back on its timer, or nobody would dispatch it until the stale check.
+            StepAttempt.objects.filter(
+                pk=attempt_id, status=AttemptStatus.SCHEDULED, dispatched_at=attempt.dispatched_at,
+            ).update(dispatched_at=None)
+            transaction.on_commit(clock.timers_changed.set)
             return None
         definition = definition_for_version(attempt.run.version)
         state = definition.states.get(attempt.state_name) if attempt.kind == AttemptKind.STEP else None
+        limited = limit_for(state)
+        if limited is not None:
+            wait = conform(*limited, attempt.pk)
+            now = clock.now()  # a short wait for the limit may have passed
+            if wait > 0:
+                _throttle(attempt, limited, wait, now)
+                return None
         lease = ratchet_setting("LEASE_SECONDS")
         fields = {
             "status": AttemptStatus.RUNNING, "claim_token": token, "worker": worker, "claimed_at": now,
@@ -278,6 +303,20 @@ def pause_for_effect(claim: Claim, error: dict[str, Any], effect_key: str) -> No
             pause_run(run, log, PauseReason.UNCERTAIN_EFFECT, claim.attempt, key=effect_key)
         save_run(run)
         log.flush()
+
+
+def _throttle(attempt: StepAttempt, limited: tuple[str, Limit], wait: float, now: Any) -> None:
+    """Put a scheduled step back until its turn under its handler's rate limit: no worker held,
+    not a failure, not a retry; the sweeper dispatches it when its turn comes."""
+    handler, limit = limited
+    until = now + timedelta(seconds=wait)
+    if StepAttempt.objects.filter(pk=attempt.pk, status=AttemptStatus.SCHEDULED).update(
+        not_before=until, dispatched_at=None,
+    ):
+        log = EventLog(attempt.run_id)
+        log.add(EventKind.THROTTLED, attempt, handler=handler, wait_ms=round(wait * 1000, 1), limit=limit.describe())
+        log.flush()
+        transaction.on_commit(clock.timers_changed.set)
 
 
 def recover_lost(attempt_id: int, now: Any = None) -> bool:

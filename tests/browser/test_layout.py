@@ -13,7 +13,7 @@ from ..workflows import ORDER
 pytestmark = [pytest.mark.browser, pytest.mark.integration, pytest.mark.django_db(transaction=True)]
 
 PAGES = ["/", "/workflows/", "/workflows/order_fulfilment/", "/runs/", "/runs/?status=running", "/failures/",
-         "/dashboards/kpis/", "/queues/"]
+         "/dashboards/kpis/", "/queues/", "/flow/"]
 OVERFLOW = "document.documentElement.scrollWidth - window.innerWidth"
 
 

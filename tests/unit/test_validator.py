@@ -122,7 +122,7 @@ def test_every_demo_workflow_validates_without_findings(path: Path):
 
 def test_the_demo_workflows_are_there():
     assert [p.stem for p in DEMO_FILES] == ["follow_up", "noop_chain", "order_assistant", "order_fulfilment",
-                                            "research", "summarise_document", "support_network"]
+                                            "partner_lookup", "research", "summarise_document", "support_network"]
 
 
 def test_order_fulfilment_parses_to_typed_states():

@@ -14,11 +14,13 @@ from orchestrator.benchmark import (
     prepare_database,
     summary_line,
 )
+from orchestrator.ratelimit_bench import measure_ratelimit
 
 
 class Command(BaseCommand):
     help = (
-        "Measure engine steps/s against bare RQ jobs/s on PostgreSQL (see orchestrator/benchmark.py). "
+        "Measure engine steps/s against bare RQ jobs/s on PostgreSQL (see orchestrator/benchmark.py), the fan-out, "
+        "and a rate limit shared by three workers (orchestrator/ratelimit_bench.py). "
         "Flushes its Redis database and deletes earlier noop_chain runs."
     )
 
@@ -27,13 +29,15 @@ class Command(BaseCommand):
         parser.add_argument("--workers", type=int, default=2, help="worker processes on each side")
         parser.add_argument("--fanout", type=int, default=100, help="branches of the fan-out run (0: skip it)")
         parser.add_argument("--fanout-repeats", type=int, default=7, help="fan-out runs to time")
+        parser.add_argument("--ratelimit", type=float, default=20, help="calls/s of the shared-limit run (0: skip it)")
+        parser.add_argument("--ratelimit-calls", type=int, default=200, help="calls of the shared-limit run")
         parser.add_argument(
             "--redis-url", default=os.environ.get("RATCHET_BENCH_REDIS_URL", DEFAULT_REDIS_URL),
             help="Redis database to use; it is FLUSHED (default: $RATCHET_BENCH_REDIS_URL or db 3)",
         )
 
     def handle(self, *args: Any, runs: int, workers: int, redis_url: str, fanout: int, fanout_repeats: int,
-               **options: Any) -> None:
+               ratelimit: float, ratelimit_calls: int, **options: Any) -> None:
         if runs < 1 or workers < 1:
             raise CommandError("--runs and --workers must be at least 1")
         try:
@@ -46,11 +50,15 @@ class Command(BaseCommand):
             if fanout:
                 with override_settings(REDIS_URL=redis_url):
                     spread = measure_fanout(fanout, fanout_repeats, workers, redis_url, self.progress)
+            if ratelimit:
+                limited = measure_ratelimit(ratelimit, ratelimit_calls, 3, redis_url, self.progress)
         except RuntimeError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(summary_line(engine, bare))
         if fanout:
             self.stdout.write(spread.line())
+        if ratelimit:
+            self.stdout.write(limited.line())
 
     def progress(self, line: str) -> None:
         self.stdout.write(line)
