@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import time
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +42,25 @@ def _connect(path: str | None = None) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30, isolation_level=None)
     if path not in _READY:  # once per file and process: this sits on every delivery's path
         Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.executescript(SCHEMA)
+        _set_up(conn)
         _READY.add(path)
     return conn
+
+
+def _set_up(conn: sqlite3.Connection) -> None:
+    """WAL and the schema. Two workers delivering for the first time at once may both get here;
+    switching to WAL takes an exclusive lock that SQLite's busy timeout does not always wait for,
+    so a "database is locked" is waited out here instead of failing the delivery."""
+    for _ in range(100):
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.executescript(SCHEMA)
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc):
+                raise
+            time.sleep(0.05)
+    raise sqlite3.OperationalError(f"the sink at {conn} stayed locked")
 
 
 def _rows(sql: str, params: tuple = (), path: str | None = None) -> list[tuple]:

@@ -7,6 +7,9 @@ from __future__ import annotations
 import socket
 from typing import Any
 
+from rq import Worker
+
+from orchestrator.engine.dispatch import redis_connection
 from orchestrator.engine.workflows import publish
 from orchestrator.models import (
     Event,
@@ -114,6 +117,11 @@ def start_pool(workers: Any, count: int = 2) -> set[str]:
     host, pids = socket.gethostname(), [process.pid for process in pool.processes]
     beats = {f"{host}.{pid}" for pid in pids}
     wait_for(lambda: set(WorkerBeat.objects.values_list("name", flat=True)) >= beats, 30, what="workers to start")
+    # The beat comes from each worker's sweeper thread; wait until each also waits on its queues
+    # (idle in RQ), or a loaded machine gives the first jobs to one worker while the other starts.
+    connection = redis_connection()
+    wait_for(lambda: {w.name for w in Worker.all(connection=connection) if w.get_state() == "idle"} >= beats, 30,
+             what="workers to wait on their queues")
     return beats
 
 

@@ -56,7 +56,8 @@ def test_a_budget_exhausted_mid_fan_out_fails_the_run_cancels_the_branches_and_s
     """Tokens in a parallel state (a sibling still running on the other worker, another waiting
     on a timer), cost in a map, steps in a map: each run fails as cost_explosion, once."""
     fan_out("bx_tokens", {
-        "burn": branch(("burn_nap", slow({}, 2.5)), ("burn_spend", task("test.usage", args={"tokens": 600}))),
+        "burn": branch(("burn_nap", task("test.after_execution_of", args={"state": "slow_1"})),
+                       ("burn_spend", task("test.usage", args={"tokens": 600}))),
         "slow": branch(("slow_1", slow({"done": 1}, 4.0)), ("slow_2", slow({"done": 2}, 0))),
         "timer": branch(("timer_wait", {"type": "wait", "seconds": 30}), ("timer_after", slow({}, 0))),
     }, budgets={"max_tokens": 500})
@@ -69,11 +70,8 @@ def test_a_budget_exhausted_mid_fan_out_fails_the_run_cancels_the_branches_and_s
     start_pool(workers)
 
     tokens, _ = start_run("bx_tokens")
-    # Both workers busy in the fan-out: slow_1 is running when burn_spend breaks the budget.
-    # burn_nap's 2.5 s leave a loaded machine room to start slow_1 on the other worker.
-    wait_for(lambda: tokens.attempts.filter(state_name="slow_1", status=AttemptStatus.RUNNING).exists(), 15,
-             what="slow_1 running")
-    assert not tokens.attempts.filter(state_name="burn_spend").exists()  # the budget is not broken yet
+    # Both workers busy in the fan-out: burn_nap waits until slow_1 runs on the other worker, so
+    # slow_1 is running when burn_spend breaks the budget, however slowly the machine starts it.
     cost, _ = start_run("bx_cost", {"items": list(range(6))})
     step, _ = start_run("bx_steps", {"items": list(range(6))})
     runs = settle({"tokens": tokens, "cost": cost, "steps": step})
@@ -86,6 +84,7 @@ def test_a_budget_exhausted_mid_fan_out_fails_the_run_cancels_the_branches_and_s
     (breach,) = events(run, EventKind.BUDGET_EXCEEDED)
     assert breach.state_name == "burn_spend" and run.tokens_used == 600
     assert run.failed_attempt.state_name == "burn_spend"  # the step that broke the budget, not a sibling
+    assert run.attempts.get(state_name="burn_nap").output == {"waited_for": "slow_1", "seen": True}
     lines = {x.branch: x.status for x in Line.objects.filter(run=run)}
     assert lines["slow"] == LineStatus.CANCELLED and lines["timer"] == LineStatus.CANCELLED
     assert Fork.objects.get(run=run).status == ForkStatus.CANCELLED

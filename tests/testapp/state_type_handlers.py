@@ -16,3 +16,14 @@ def slow_answer(ctx: StepContext) -> Any:
     sink.deliver(f"exec-{ctx.run_id}-{ctx.state_name}", "execution", {"attempt": ctx.attempt_number})
     time.sleep(float(ctx.args.get("seconds", 0)))
     return ctx.args.get("output", {})
+
+
+@handler("test.after_execution_of")
+def after_execution_of(ctx: StepContext) -> Any:
+    """Waits (up to 30 s) until the state ``args.state`` of the same run has started executing
+    (its ``exec-`` key at the sink): a sibling branch is then surely running on another worker."""
+    key = f"exec-{ctx.run_id}-{ctx.args['state']}"
+    deadline = time.monotonic() + 30
+    while not sink.requests(key) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return {"waited_for": ctx.args["state"], "seen": bool(sink.requests(key))}
