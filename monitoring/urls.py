@@ -27,4 +27,5 @@ urlpatterns = [
     path("failures/acknowledge", failures.acknowledge_cluster, name="acknowledge_cluster"),
     path("queues/", queues, name="queues"),
     path("flow/", flow.flow_control, name="flow"),
+    path("flow/breakers/reset", flow.reset_breaker, name="reset_breaker"),
 ]

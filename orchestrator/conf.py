@@ -25,6 +25,7 @@
 | DEFAULT_MAX_PARALLEL_AGENTS | none | branches that may run at once in a run, by default |
 | DEFAULT_RUN_TIMEOUT_SECONDS | none | a run's deadline when its definition sets none |
 | RATE_LIMITS | demo.partner_api: 5/s | shared limits per handler (ratelimits.py): `{"x.y": {"rate": 5, "burst": 9}}` |
+| CIRCUIT_BREAKERS | demo.partner_api | per handler (breakers.py): `{"x.y": {"failures": 5, "open_seconds": 30}}` |
 | BULK_CHUNK_SIZE | 50 | runs a bulk action handles per transaction (its progress moves by this much) |
 | BULK_STALL_SECONDS | 30 | a bulk action with no progress this long is handed to another worker by the sweeper |
 """
@@ -62,6 +63,8 @@ DEFAULTS: dict[str, Any] = {
     "DEFAULT_RUN_TIMEOUT_SECONDS": None,
     # The demo partner API allows five calls a second (the partner_lookup demo shows it).
     "RATE_LIMITS": {"demo.partner_api": {"rate": 5, "burst": 5}},
+    # The demo partner API's breaker opens after 5 failures in a row, for 30 s.
+    "CIRCUIT_BREAKERS": {"demo.partner_api": {"failures": 5, "open_seconds": 30}},
     "BULK_CHUNK_SIZE": 50,
     "BULK_STALL_SECONDS": 30.0,
 }

@@ -11,6 +11,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
 
+from orchestrator.engine import breakers
 from orchestrator.models import Workflow
 
 from ..failure_trends import failure_trend
@@ -39,6 +40,7 @@ def failure_dashboard(request: HttpRequest) -> HttpResponse:
     return render(request, "monitoring/failures.html", {
         "report": report, "trend": failure_trend(start, end, workflow=workflow), "window": window,
         "throttled": throttling(start, end),
+        "tripped": [state for state in breakers.states() if state.state != "closed"],
         "workflow": workflow, "workflows": names, "windows": list(WINDOWS),
         "errors": errors,
     }, status=400 if errors else 200)

@@ -153,9 +153,11 @@ def send_reminder(ctx: StepContext) -> dict[str, Any]:
 
 @handler("demo.partner_api")
 def partner_api(ctx: StepContext) -> dict[str, Any]:
-    """A read from a partner's API that allows only so many calls a second: give it a rate
-    limit (RATCHET_RATE_LIMITS). Each call is recorded at the sink (kind ``partner_api``), so
-    the rate the partner saw can be measured."""
+    """A read from a partner's API that allows only so many calls a second (its rate limit) and
+    is sometimes down (``partner_down`` in the input: its circuit breaker). Each call that gets
+    through is recorded at the sink (kind ``partner_api``), so the rate it saw can be measured."""
+    if ctx.input.get("partner_down"):
+        raise ConnectionError("the partner API is not answering (partner_down in the run's input)")
     sink.deliver(f"partner-{ctx.run_id}-{ctx.state_name}-{ctx.attempt_number}", "partner_api",
                  {"run": str(ctx.run_id)})
     return {"partner": "ok"}

@@ -11,6 +11,7 @@ from django.db import transaction
 from ..conf import ratchet_setting
 from ..models import AttemptKind, AttemptStatus, EventKind, Run, StepAttempt
 from . import clock
+from .breakers import breaker_for
 from .claims import Claimant
 from .definition import State
 from .dispatch import dispatch_on_commit
@@ -60,8 +61,9 @@ def new_attempt(
         input=input, effect_id=effect_id, resumed_from=resumed_from, scheduled_at=now, not_before=not_before,
         branch_path=branch_path, line=line,
     )
-    # A rate-limited step goes through claim_attempt, where its limit is checked (ratelimits.py).
-    inline = claimant is not None and not_before is None and claimant.may_take(queue) and limit_for(state) is None
+    # A rate-limited or breaker-guarded step goes through claim_attempt, where those are checked.
+    inline = (claimant is not None and not_before is None and claimant.may_take(queue)
+              and limit_for(state) is None and breaker_for(state) is None)
     if inline:
         lease = ratchet_setting("LEASE_SECONDS")
         attempt.status = AttemptStatus.RUNNING

@@ -23,6 +23,7 @@ from ..models import AttemptKind, AttemptStatus, Effect, FailureMode
 from . import contracts
 from .agent import run_agent
 from .attempts import step_timeout
+from .breakers import note_outcome
 from .children import start_child
 from .claims import Claim, Claimant, Usage
 from .context import StepContext
@@ -111,6 +112,7 @@ def execute(claim: Claim, claimant: Claimant | None, lost: threading.Event) -> C
             else:
                 output = get_handler(state.handler)(ctx)
                 contracts.check_output(state, output)
+        note_outcome(attempt, state, succeeded=True)
         ctx.check_cancelled()
         if ctx.uncertain_key is not None:
             raise EffectUncertain(ctx.uncertain_key)  # the handler caught it; the step still pauses
@@ -119,6 +121,7 @@ def execute(claim: Claim, claimant: Claimant | None, lost: threading.Event) -> C
         logger.info("attempt %s is no longer ours; stopping", attempt.pk)
         return None
     except _Deadline:
+        note_outcome(attempt, state, succeeded=False)
         error = error_payload(StepTimeout(f"step ran past its timeout of {deadline:.1f}s"), name="Timeout")
         with_db_retry(lambda: fail_attempt(claim, error, FailureMode.TIMEOUT, ctx.usage_total, AttemptStatus.TIMED_OUT))
         return None
@@ -133,6 +136,7 @@ def execute(claim: Claim, claimant: Claimant | None, lost: threading.Event) -> C
         return None
     except Exception as exc:
         logger.info("attempt %s (%s) failed: %s: %s", attempt.pk, state.name, type(exc).__name__, exc)
+        note_outcome(attempt, state, succeeded=False)
         payload = error_payload(exc)
         with_db_retry(lambda: fail_attempt(claim, payload, FailureMode.HANDLER_ERROR, ctx.usage_total))
         return None

@@ -209,7 +209,8 @@ EVENT_GROUPS: dict[str, tuple[str, tuple[EventKind, ...]]] = {
     "branches": ("Branches, joins and sub-workflows", (
         EventKind.BRANCHES_STARTED, EventKind.BRANCH_FINISHED, EventKind.BRANCH_PAUSED, EventKind.JOINED,
         EventKind.JOIN_FAILED, EventKind.AGGREGATION_CONFLICT, EventKind.CHILD_STARTED, EventKind.CHILD_FINISHED)),
-    "budgets": ("Budgets and throttling", (EventKind.BUDGET_EXCEEDED, EventKind.THROTTLED)),
+    "budgets": ("Budgets and flow control", (EventKind.BUDGET_EXCEEDED, EventKind.THROTTLED, EventKind.CIRCUIT_OPEN,
+                                             EventKind.BREAKER_OPENED, EventKind.BREAKER_CLOSED)),
     "agents": ("Agents and models", (EventKind.MODEL_ANSWERED, EventKind.MODEL_REPLAYED, EventKind.ROUTE_TAKEN,
                                      EventKind.HANDED_OFF)),
     "approvals": ("Approvals", (EventKind.APPROVAL_REQUESTED, EventKind.APPROVAL_DECIDED)),

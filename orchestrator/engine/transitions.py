@@ -32,6 +32,7 @@ from ..models import (
 )
 from . import clock
 from .attempts import first_deadline, retry_attempt
+from .breakers import admit, breaker_for
 from .budgets import limits
 from .claims import Claim, Claimant, Usage
 from .definition import definition_for_version
@@ -40,7 +41,7 @@ from .errors import engine_error
 from .eventlog import EventLog
 from .lines import is_live, store
 from .model_calls import unreported_usage
-from .ratelimits import Limit, conform, limit_for
+from .ratelimits import conform, limit_for
 from .retry import RetryRule, error_matches, next_retry_delay
 from .runstate import fail_run, finish_compensation, pause_run, save_run
 from .scheduling import enter_state, fail_line, go_on
@@ -100,12 +101,16 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
             return None
         definition = definition_for_version(attempt.run.version)
         state = definition.states.get(attempt.state_name) if attempt.kind == AttemptKind.STEP else None
+        guarded = breaker_for(state)
+        if guarded is not None and (wait := admit(*guarded, attempt.pk)) > 0:
+            _put_back(attempt, wait, now, EventKind.CIRCUIT_OPEN, handler=guarded[0], breaker=guarded[1].describe())
+            return None
         limited = limit_for(state)
         if limited is not None:
             wait = conform(*limited, attempt.pk)
             now = clock.now()  # a short wait for the limit may have passed
             if wait > 0:
-                _throttle(attempt, limited, wait, now)
+                _put_back(attempt, wait, now, EventKind.THROTTLED, handler=limited[0], limit=limited[1].describe())
                 return None
         lease = ratchet_setting("LEASE_SECONDS")
         fields = {
@@ -305,16 +310,14 @@ def pause_for_effect(claim: Claim, error: dict[str, Any], effect_key: str) -> No
         log.flush()
 
 
-def _throttle(attempt: StepAttempt, limited: tuple[str, Limit], wait: float, now: Any) -> None:
-    """Put a scheduled step back until its turn under its handler's rate limit: no worker held,
-    not a failure, not a retry; the sweeper dispatches it when its turn comes."""
-    handler, limit = limited
-    until = now + timedelta(seconds=wait)
+def _put_back(attempt: StepAttempt, wait: float, now: Any, kind: str, **data: Any) -> None:
+    """Put a scheduled step back for ``wait`` seconds (its handler's rate limit or open circuit
+    breaker): no worker held, not a failure, not a retry; the sweeper dispatches it when due."""
     if StepAttempt.objects.filter(pk=attempt.pk, status=AttemptStatus.SCHEDULED).update(
-        not_before=until, dispatched_at=None,
+        not_before=now + timedelta(seconds=wait), dispatched_at=None,
     ):
         log = EventLog(attempt.run_id)
-        log.add(EventKind.THROTTLED, attempt, handler=handler, wait_ms=round(wait * 1000, 1), limit=limit.describe())
+        log.add(kind, attempt, wait_ms=round(wait * 1000, 1), **data)
         log.flush()
         transaction.on_commit(clock.timers_changed.set)
 

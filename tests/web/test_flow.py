@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
+from orchestrator.engine import breakers
 from orchestrator.engine.runs import start_run
 from orchestrator.models import Event, EventKind
 
@@ -50,3 +51,38 @@ def test_the_failure_dashboard_shows_throttling_apart_from_failures(viewer, thro
     steps = Event.objects.filter(kind=EventKind.THROTTLED).count()
     assert f"<td><code>demo.partner_api</code></td><td>{steps}</td><td>" in section
     assert "0 failed runs" in text
+
+
+@pytest.fixture
+def open_breaker(settings, redis_conn):
+    settings.RATCHET = {**settings.RATCHET, "CIRCUIT_BREAKERS": {"demo.partner_api": {"failures": 1,
+                                                                                      "open_seconds": 60}}}
+    guarded = breakers.configured()["demo.partner_api"]
+    breakers.record("demo.partner_api", guarded, succeeded=False)
+    return guarded
+
+
+def test_the_page_shows_an_open_breaker_and_an_operator_resets_it(operator, open_breaker):
+    text = operator.get(reverse("monitoring:flow")).content.decode()
+    assert 'class="breaker-open"' in text and "open: calls held back, a probe in" in text
+    response = operator.post(reverse("monitoring:reset_breaker"), {"handler": "demo.partner_api"}, follow=True)
+    assert "The circuit breaker of demo.partner_api is closed" in response.content.decode()
+    assert breakers.states()[0].state == "closed"
+
+
+def test_a_viewer_may_not_reset_a_breaker(viewer, open_breaker):
+    assert viewer.post(reverse("monitoring:reset_breaker"), {"handler": "demo.partner_api"}).status_code == 403
+    assert breakers.states()[0].state == "open"
+    assert "Reset</button>" not in viewer.get(reverse("monitoring:flow")).content.decode()
+
+
+def test_resetting_an_unknown_breaker_is_refused(operator, open_breaker):
+    response = operator.post(reverse("monitoring:reset_breaker"), {"handler": "<nope>"}, follow=True)
+    assert "No circuit breaker guards &#x27;&lt;nope&gt;&#x27;." in response.content.decode()
+
+
+def test_the_failure_dashboard_shows_a_breaker_that_is_not_closed(viewer, open_breaker):
+    text = viewer.get(reverse("monitoring:failures")).content.decode()
+    assert 'id="tripped-breakers"' in text and "<code>demo.partner_api</code>: <strong>open, a probe in" in text
+    breakers.reset("demo.partner_api")
+    assert 'id="tripped-breakers"' not in viewer.get(reverse("monitoring:failures")).content.decode()
