@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 MANAGE = str(Path(__file__).resolve().parent.parent / "manage.py")
@@ -90,3 +91,48 @@ class WorkerPool:
         for process in self.processes:
             stop_process(process, timeout, group=True)
         self.processes = []
+
+
+def parse_pools(specs: Sequence[str]) -> list[tuple[list[str], int]]:
+    """Worker pools from ``QUEUE=N`` or ``QUEUE,QUEUE=N`` (bulkheads: each pool's workers read
+    only its queues, so a slow tool on its own queue cannot take every worker)."""
+    pools: list[tuple[list[str], int]] = []
+    for spec in specs:
+        queues, sep, count = spec.partition("=")
+        names = [name.strip() for name in queues.split(",") if name.strip()]
+        if not sep or not names or not count.strip().isdigit() or int(count) < 1:
+            raise ValueError(f"pool {spec!r}: write QUEUE=N or QUEUE,QUEUE=N, with N workers (at least 1)")
+        pools.append((names, int(count)))
+    named = [name for names, _ in pools for name in names]
+    twice = sorted({name for name in named if named.count(name) > 1})
+    if twice:
+        raise ValueError(f"queue {twice[0]!r} is in more than one pool; give each queue one pool")
+    return pools
+
+
+class WorkerPools:
+    """Several worker pools, supervised together (what ``--pools`` starts)."""
+
+    def __init__(self, pools: Sequence[tuple[list[str], int]], env: dict[str, str] | None = None):
+        self.pools = [(WorkerPool(queues=queues, env=env), count) for queues, count in pools]
+
+    @property
+    def processes(self) -> list[subprocess.Popen]:
+        return [process for pool, _ in self.pools for process in pool.processes]
+
+    def start(self) -> None:
+        for pool, count in self.pools:
+            pool.start(count)
+
+    def alive(self) -> list[subprocess.Popen]:
+        return [process for pool, _ in self.pools for process in pool.alive()]
+
+    def replace_dead(self) -> list[int]:
+        return [pid for pool, _ in self.pools for pid in pool.replace_dead()]
+
+    def stop(self, timeout: float = 10) -> None:
+        for pool, _ in self.pools:
+            pool.stop(timeout=timeout)
+
+    def describe(self) -> str:
+        return "; ".join(f"{count} on {', '.join(pool.queues)}" for pool, count in self.pools)

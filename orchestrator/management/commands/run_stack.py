@@ -21,7 +21,7 @@ from django.core.management.base import BaseCommand, CommandError
 from django.db import connections
 
 from orchestrator.localredis import LocalRedis, LocalRedisError, start_local_redis
-from orchestrator.processes import MANAGE, WorkerPool, stop_process
+from orchestrator.processes import MANAGE, WorkerPools, parse_pools, stop_process
 from orchestrator.stack import HOST, answers, ensure_demo_user, port_is_free
 
 
@@ -29,15 +29,21 @@ class Command(BaseCommand):
     help = "Run Ratchet locally: migrate, demo data, Redis (unless REDIS_URL), workers and web server."
 
     def add_arguments(self, parser: Any) -> None:
-        parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
+        parser.add_argument("--workers", type=int, default=2, help="worker processes on default and slow (default 2)")
+        parser.add_argument("--pools", nargs="+", default=None, metavar="QUEUE=N",
+                            help="pools of workers per queue instead (bulkheads), e.g. --pools default=2 slow=1")
         parser.add_argument("--port", type=int, default=8000, help="web server port on 127.0.0.1 (default 8000)")
 
-    def handle(self, workers: int, port: int, **options: Any) -> None:
+    def handle(self, workers: int, port: int, pools: list[str] | None, **options: Any) -> None:
         # Set explicitly: a process started with SIGINT ignored would otherwise ignore Ctrl-C.
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.default_int_handler)
         if workers < 1:
             raise CommandError("--workers must be at least 1")
+        try:
+            layout = parse_pools(pools) if pools else [(["default", "slow"], workers)]
+        except ValueError as exc:
+            raise CommandError(str(exc)) from exc
         if not port_is_free(port):
             raise CommandError(f"port {port} is in use: pick another with `make run ARGS='--port 8001'`")
         call_command("migrate", interactive=False, verbosity=1)
@@ -46,15 +52,15 @@ class Command(BaseCommand):
         connections.close_all()  # the supervisor needs no database from here on
         self.stopping = False
         self.redis: LocalRedis | None = None
-        self.pool: WorkerPool | None = None
+        self.pool: WorkerPools | None = None
         self.web: subprocess.Popen[bytes] | None = None
         # From here on a signal only sets a flag: each start below completes, then we stop.
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, self._request_stop)
         try:
-            self._start(workers, port)
+            self._start(layout, port)
             if not self.stopping:
-                self._banner(port, login, workers)
+                self._banner(port, login)
                 self._supervise()
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
@@ -64,7 +70,7 @@ class Command(BaseCommand):
     def _request_stop(self, signum: int, frame: Any) -> None:
         self.stopping = True
 
-    def _start(self, workers: int, port: int) -> None:
+    def _start(self, layout: list[tuple[list[str], int]], port: int) -> None:
         if not os.environ.get("REDIS_URL"):
             try:
                 self.redis = start_local_redis(settings.VAR_DIR / "redis")
@@ -74,8 +80,8 @@ class Command(BaseCommand):
         settings.REDIS_URL = os.environ["REDIS_URL"]
         if self.stopping:
             return
-        self.pool = WorkerPool(env={"REDIS_URL": os.environ["REDIS_URL"]})
-        self.pool.start(workers)
+        self.pool = WorkerPools(layout, env={"REDIS_URL": os.environ["REDIS_URL"]})
+        self.pool.start()
         web_env = {**os.environ}
         web_env.setdefault("DEBUG", "1")  # runserver serves static files only with DEBUG on
         # Own session: the terminal's Ctrl-C reaches only this supervisor, which stops things in order.
@@ -87,7 +93,7 @@ class Command(BaseCommand):
                 raise CommandError(f"the web server did not start on {HOST}:{port} (see its output above)")
             time.sleep(0.1)
 
-    def _banner(self, port: int, login: str, workers: int) -> None:
+    def _banner(self, port: int, login: str) -> None:
         db = settings.DATABASES["default"]
         database = f"{db['ENGINE'].rsplit('.', 1)[-1]} {db.get('NAME')}"
         redis = f"{settings.REDIS_URL}" + (" (started here)" if self.redis else " (from REDIS_URL)")
@@ -97,7 +103,7 @@ class Command(BaseCommand):
             ("dashboard", f"http://{HOST}:{port}/"),
             ("admin", f"http://{HOST}:{port}/admin/"),
             ("login", login),
-            ("workers", f"{workers} on queues default, slow"),
+            ("workers", self.pool.describe() if self.pool else "none"),
             ("redis", redis),
             ("database", database),
         ]:
