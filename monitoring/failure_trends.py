@@ -12,7 +12,7 @@ from django.db.models import Count, F, QuerySet
 from orchestrator.models import Run, RunStatus
 
 from .charts import COUNT, Chart, Series, time_chart
-from .kpis import _bucket_edges, change, previous_window
+from .kpis import bucket_edges, change, previous_window
 from .percentiles import BucketIndex
 
 BUCKETS = 12
@@ -53,7 +53,7 @@ def _failed(start: datetime, end: datetime, workflow: str) -> QuerySet[Run]:
 
 
 def failure_trend(start: datetime, end: datetime, *, workflow: str = "") -> FailureTrend:
-    edges, coefficients = _bucket_edges(start, end, BUCKETS)
+    edges, coefficients = bucket_edges(start, end, BUCKETS)
     origin = (start - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     rows = (_failed(start, end, workflow)
             .annotate(bucket=BucketIndex(F("finished_at"), origin=origin, **coefficients))

@@ -459,7 +459,7 @@ def kpi_report(
     )
 
 
-def _bucket_edges(start: datetime, end: datetime, buckets: int | timedelta) -> tuple[list[datetime], dict[str, int]]:
+def bucket_edges(start: datetime, end: datetime, buckets: int | timedelta) -> tuple[list[datetime], dict[str, int]]:
     """Bucket edges and the coefficients of BucketIndex that put a row between the same edges.
 
     ``buckets`` is a number of equal buckets (edges rounded down to the microsecond, the
@@ -499,7 +499,7 @@ def kpi_series(
     wait) falls in, so each point equals ``kpi_report`` over that bucket.
     """
     _check_window(start, end)
-    edges, coefficients = _bucket_edges(start, end, buckets)
+    edges, coefficients = bucket_edges(start, end, buckets)
     origin = (start - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     binned = isinstance(buckets, timedelta) and connections[Run.objects.db].vendor == "postgresql"
 

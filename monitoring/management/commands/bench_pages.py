@@ -11,6 +11,8 @@ from orchestrator.benchmark import prepare_database
 from orchestrator.loadgen import load_history
 from orchestrator.models import Run
 
+from ...pagebench import measure_pages, summary_lines
+
 
 class Command(BaseCommand):
     help = (
@@ -31,8 +33,6 @@ class Command(BaseCommand):
 
     def handle(self, *args: Any, runs: int, events_per_run: float, days: float, seed: int, repeats: int,
                warmups: int, no_migrate: bool, **options: Any) -> None:
-        from monitoring.pagebench import measure_pages, summary_lines
-
         if runs < 1 or repeats < 1 or warmups < 0:
             raise CommandError("--runs and --repeats must be at least 1, --warmups at least 0")
         if connection.vendor != "postgresql":
