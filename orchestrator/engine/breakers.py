@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -24,8 +25,8 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from redis.commands.core import Script
 
-from ..conf import ratchet_setting
 from .dispatch import redis_connection
+from .handler_settings import per_handler
 
 logger = logging.getLogger("ratchet.breakers")
 
@@ -100,22 +101,18 @@ class BreakerState:
     reopens_in: float  # seconds until an open breaker lets a probe through
 
 
+def _breaker(name: str, spec: Mapping[str, Any]) -> Breaker:
+    failures, seconds = spec.get("failures"), spec.get("open_seconds")
+    if not isinstance(failures, int) or isinstance(failures, bool) or failures < 1:
+        raise ImproperlyConfigured(f"circuit breaker of {name!r}: 'failures' must be a whole number of at least 1")
+    if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds < math.inf:
+        raise ImproperlyConfigured(f"circuit breaker of {name!r}: 'open_seconds' must be a positive number")
+    return Breaker(failures, float(seconds))
+
+
 def configured() -> dict[str, Breaker]:
     """The breakers of ``RATCHET_CIRCUIT_BREAKERS``, checked."""
-    found: dict[str, Breaker] = {}
-    raw = ratchet_setting("CIRCUIT_BREAKERS") or {}
-    if not isinstance(raw, dict):
-        raise ImproperlyConfigured("RATCHET_CIRCUIT_BREAKERS maps handler names to "
-                                   "{\"failures\": n, \"open_seconds\": s}")
-    for name, spec in raw.items():
-        spec = spec if isinstance(spec, dict) else {}
-        failures, seconds = spec.get("failures"), spec.get("open_seconds")
-        if not isinstance(failures, int) or isinstance(failures, bool) or failures < 1:
-            raise ImproperlyConfigured(f"circuit breaker of {name!r}: 'failures' must be a whole number of at least 1")
-        if not isinstance(seconds, int | float) or isinstance(seconds, bool) or not 0 < seconds < math.inf:
-            raise ImproperlyConfigured(f"circuit breaker of {name!r}: 'open_seconds' must be a positive number")
-        found[str(name)] = Breaker(failures, float(seconds))
-    return found
+    return per_handler("CIRCUIT_BREAKERS", _breaker)
 
 
 def breaker_for(state: Any) -> tuple[str, Breaker] | None:

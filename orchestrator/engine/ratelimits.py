@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import cache
 from typing import Any
@@ -34,8 +35,8 @@ from typing import Any
 from django.core.exceptions import ImproperlyConfigured
 from redis.commands.core import Script
 
-from ..conf import ratchet_setting
 from .dispatch import redis_connection
+from .handler_settings import per_handler
 
 logger = logging.getLogger("ratchet.ratelimits")
 
@@ -87,21 +88,18 @@ class Limit:
         return f"{self.rate:g}/s, burst {self.burst}"
 
 
+def _limit(name: str, spec: Mapping[str, Any]) -> Limit:
+    rate, burst = spec.get("rate"), spec.get("burst", 1)
+    if not isinstance(rate, int | float) or isinstance(rate, bool) or not math.isfinite(rate) or rate <= 0:
+        raise ImproperlyConfigured(f"rate limit of {name!r}: 'rate' must be a positive number of calls per second")
+    if not isinstance(burst, int) or isinstance(burst, bool) or burst < 1:
+        raise ImproperlyConfigured(f"rate limit of {name!r}: 'burst' must be a whole number of at least 1")
+    return Limit(float(rate), burst)
+
+
 def configured() -> dict[str, Limit]:
     """The limits of ``RATCHET_RATE_LIMITS``, checked (a bad entry is a configuration error)."""
-    found: dict[str, Limit] = {}
-    raw = ratchet_setting("RATE_LIMITS") or {}
-    if not isinstance(raw, dict):
-        raise ImproperlyConfigured("RATCHET_RATE_LIMITS maps handler names to {\"rate\": ..., \"burst\": ...}")
-    for name, spec in raw.items():
-        rate = spec.get("rate") if isinstance(spec, dict) else None
-        burst = spec.get("burst", 1) if isinstance(spec, dict) else None
-        if not isinstance(rate, int | float) or isinstance(rate, bool) or not math.isfinite(rate) or rate <= 0:
-            raise ImproperlyConfigured(f"rate limit of {name!r}: 'rate' must be a positive number of calls per second")
-        if not isinstance(burst, int) or isinstance(burst, bool) or burst < 1:
-            raise ImproperlyConfigured(f"rate limit of {name!r}: 'burst' must be a whole number of at least 1")
-        found[str(name)] = Limit(float(rate), burst)
-    return found
+    return per_handler("RATE_LIMITS", _limit)
 
 
 def limit_for(state: Any) -> tuple[str, Limit] | None:
