@@ -83,6 +83,9 @@ EDGE_LOOKS: dict[str, _EdgeLook] = {
     "catch": _EdgeLook("Catch, labelled with the errors it catches", "dashed", "#c5221f"),
     "route": _EdgeLook("Agent route, labelled \"route\"", "dashed", "#8430ce"),
     "handoff": _EdgeLook("Handoff, labelled \"handoff\"", "bold", "#c26401"),
+    "gate": _EdgeLook("Gate: a person approves the transition, labelled \"needs approval\"", "bold", "#8d6e00"),
+    "reject": _EdgeLook("Approval rejected, labelled \"reject\"", "dashed", "#c5221f"),
+    "outcome": _EdgeLook("Approval outcome, labelled with its name", "dashed", "#8d6e00"),
     "fork": _EdgeLook("Into a branch", "solid", "#80868b"),
     "join": _EdgeLook("Branch finished", "solid", "#80868b"),
 }

@@ -149,6 +149,8 @@ def _detail(state: State) -> str:
         return f"map{over}{at_once}"
     if t == "fail":
         return f"fail · {state.error}" if state.error else "fail"
+    if t == "approval" and state.approval is not None:
+        return f"approval · {', '.join(state.approval.approvers.groups) or 'approvers'}"
     return t
 
 
@@ -189,11 +191,16 @@ def _tooltip_text(state: State, mark: StateMark | None, count: str | None) -> st
     return " — ".join(str(p) for p in parts)
 
 
+GATE_LABEL = "needs approval"
+
+
 def _edges(state: State, source: str) -> Iterator[_Edge]:
     """Every transition out of ``state``, drawn from node ``source``."""
     name = state.name
+    gated = " (a person approves it first)" if state.gate is not None else ""
     if state.next:
-        yield _Edge(source, state.next, "next", "", f"{name} → {state.next}")
+        kind, label = ("gate", GATE_LABEL) if gated else ("next", "approve" if state.approval else "")
+        yield _Edge(source, state.next, kind, label, f"{name} → {state.next}{gated}")
     numbered = len(state.choices) > 1
     for i, rule in enumerate(state.choices, 1):
         summary = condition_text(rule.condition)
@@ -206,9 +213,17 @@ def _edges(state: State, source: str) -> Iterator[_Edge]:
         errors = ", ".join("any error" if e == "*" else str(e) for e in rule.errors) or "any error"
         yield _Edge(source, rule.next, "catch", f"catch {errors}", f"{name} → {rule.next}: on {errors}")
     for route in state.routes:
-        yield _Edge(source, route, "route", "route", f"{name} → {route}: agent route")
+        yield _Edge(source, route, "gate" if gated else "route", f"route, {GATE_LABEL}" if gated else "route",
+                    f"{name} → {route}: agent route{gated}")
     if state.to:
         yield _Edge(source, state.to, "handoff", "handoff", f"{name} → {state.to}: handoff")
+    for spec in (state.approval, state.gate):
+        if spec is None:
+            continue
+        if spec.reject_to:
+            yield _Edge(source, spec.reject_to, "reject", "reject", f"{name} → {spec.reject_to}: when rejected")
+        for outcome, target in spec.labelled:
+            yield _Edge(source, target, "outcome", outcome, f"{name} → {target}: outcome {outcome}")
 
 
 class _Builder:
@@ -319,7 +334,10 @@ class _Builder:
         parent = self._parent(state)
         if parent is None:
             self.needs_end = True
-            self.edges.append(_Edge(source, "", "end", "", f"{state.name} → end of the run"))
+            gated = state.gate is not None
+            self.edges.append(_Edge(source, "", "end", GATE_LABEL if gated else "",
+                                    f"{state.name} → end of the run" + (" (a person approves it first)" if gated
+                                                                         else "")))
         else:
             self.edges.append(_Edge(source, f"join_{node_id(parent.name)}", "join", "",
                                     f"{state.name}: branch finished, to the join of {parent.name}"))

@@ -87,7 +87,7 @@ __all__ = [
     "state_latency",
 ]
 
-TERMINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED)
+TERMINAL = (RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.COMPENSATED)
 # Effects whose undoing was at least started: the run compensated (or tried to).
 COMPENSATION_EFFECT_STATUSES = (EffectStatus.COMPENSATING, EffectStatus.COMPENSATED, EffectStatus.COMPENSATION_FAILED)
 # Attempts whose duration says how long the state took; lost and cancelled attempts end when
@@ -188,7 +188,7 @@ def _run_counts(
         "finished": Count("pk", filter=finished),
         "succeeded": Count("pk", filter=finished & Q(status=RunStatus.SUCCEEDED)),
         "failed": Count("pk", filter=finished & Q(status=RunStatus.FAILED)),
-        "cancelled": Count("pk", filter=finished & Q(status=RunStatus.CANCELLED)),
+        "cancelled": Count("pk", filter=finished & Q(status__in=(RunStatus.CANCELLED, RunStatus.COMPENSATED))),
         "resumed": Count("pk", filter=resumed),
         "resumed_succeeded": Count("pk", filter=resumed & Q(status=RunStatus.SUCCEEDED)),
         "budget_kills": Count("pk", filter=finished & Q(failure_mode=FailureMode.COST_EXPLOSION)),

@@ -1,6 +1,7 @@
 from django.urls import path
 
 from .views import bulk, dashboards, failures, flow, home, runs, saved_views, workflows
+from .views.approvals import approvals_badge, approvals_inbox, claim_approval, decide_approval, decide_approvals
 from .views.queues import queues
 
 app_name = "monitoring"
@@ -22,6 +23,11 @@ urlpatterns = [
     path("runs/<uuid:run_id>/cancel", runs.cancel, name="cancel_run"),
     path("runs/<uuid:run_id>/redrive", runs.redrive, name="redrive_run"),
     path("runs/<uuid:run_id>/effects/<int:effect_id>/decide", runs.decide, name="decide_effect"),
+    path("approvals/", approvals_inbox, name="approvals"),
+    path("approvals/badge", approvals_badge, name="approvals_badge"),
+    path("approvals/decide-many", decide_approvals, name="decide_approvals"),
+    path("approvals/<int:request_id>/decide", decide_approval, name="decide_approval"),
+    path("approvals/<int:request_id>/claim", claim_approval, name="claim_approval"),
     path("dashboards/kpis/", dashboards.kpi_dashboard, name="kpi_dashboard"),
     path("failures/", failures.failure_dashboard, name="failures"),
     path("failures/acknowledge", failures.acknowledge_cluster, name="acknowledge_cluster"),

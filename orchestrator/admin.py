@@ -13,7 +13,18 @@ from django.http import HttpRequest
 
 from .engine.errors import RatchetError
 from .engine.runs import cancel_run, redrive_run
-from .models import Effect, Event, Fork, Line, Run, StepAttempt, WorkerBeat, Workflow, WorkflowVersion
+from .models import (
+    ApprovalRequest,
+    Effect,
+    Event,
+    Fork,
+    Line,
+    Run,
+    StepAttempt,
+    WorkerBeat,
+    Workflow,
+    WorkflowVersion,
+)
 
 
 class ReadOnlyAdmin(admin.ModelAdmin):
@@ -126,6 +137,16 @@ class EffectAdmin(ReadOnlyAdmin):
                     "downstream_idempotent", "confirmed_at"]
     list_filter = ["status", "downstream_idempotent"]
     search_fields = ["key", "run__id"]
+
+
+@admin.register(ApprovalRequest)
+class ApprovalRequestAdmin(ReadOnlyAdmin):
+    """Decisions are made in the Approvals inbox (or the API), where they are checked."""
+
+    list_display = ("title", "run", "state_name", "status", "outcome", "decided_by", "created_at", "due_at")
+    list_filter = ("status", "outcome", "gate", "timed_out")
+    search_fields = ("title", "state_name", "run__id")
+    raw_id_fields = ("run", "attempt")
 
 
 @admin.register(Fork)

@@ -10,8 +10,10 @@ an operator). A key the sink received twice that the engine neither counted nor 
 *silent* duplicate, and fails the check. ``workflow`` picks the demo: ``order_fulfilment``
 (a pipeline), ``research`` (supervisor/worker: kills and freezes land during fan-out) or
 ``support_network`` (agents handing off: the refund a billing agent's tool makes and the reply
-pass their keys downstream; kills land between model turns and inside tools) or
-``order_assistant`` (a single agent with tools in a loop).
+pass their keys downstream; kills land between model turns and inside tools),
+``order_assistant`` (a single agent with tools in a loop) or ``refund`` (runs started by one
+user wait for approval, which the command gives as a second user of the approvers group while
+workers die and Redis is flushed; the reversal and the e-mail pass their keys downstream).
 """
 
 from __future__ import annotations
@@ -22,16 +24,18 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from django.db.models import Count, Q
 
 from .conf import ratchet_setting
 from .demo import sink
+from .engine import approvals
 from .engine.dispatch import redis_connection
 from .engine.errors import InvalidTransition
 from .engine.reconnect import with_db_retry
 from .engine.runs import decide_effect, start_run
-from .models import Effect, EffectStatus, Event, EventKind, Run, RunStatus
+from .models import ApprovalRequest, ApprovalStatus, Effect, EffectStatus, Event, EventKind, Run, RunStatus
 from .models.runs import TERMINAL_RUN_STATUSES
 from .processes import WorkerPool
 
@@ -121,10 +125,12 @@ def order_input(batch: str, index: int, options: ChaosOptions) -> dict:
 
 @dataclass(frozen=True)
 class Workload:
-    """A demo workflow under chaos: how to make run N's input, and how many effects a run makes."""
+    """A demo workflow under chaos: how to make run N's input, how many effects a run makes,
+    and whether its runs wait for a second person's approval."""
 
     make_input: Callable[[str, int, ChaosOptions], dict]
     effects_per_run: int
+    approvals: bool = False
 
 
 SUPPORT_QUESTIONS = (
@@ -147,12 +153,49 @@ def order_question(batch: str, index: int, options: ChaosOptions) -> dict:
             "effect_seconds": options.effect_seconds}
 
 
+def refund_request(batch: str, index: int, options: ChaosOptions) -> dict:
+    """Refunds above the approval threshold, but one in five below it (no approval asked)."""
+    amount = 40 if index % 5 == 4 else 120 + index % 7 * 10
+    return {"order_id": f"chaos-{batch}-{index}", "amount": amount, "customer": f"customer{index}@example.com",
+            "effect_seconds": options.effect_seconds}
+
+
 WORKLOADS = {
     "order_fulfilment": Workload(order_input, 3),  # charge (check), shipment (key downstream), e-mail
     "research": Workload(research_question, 4),  # three search calls (check) in parallel, the answer
     "support_network": Workload(support_question, 2),  # the refund and the reply, both keyed downstream
     "order_assistant": Workload(order_question, 1),  # the reply, after one to three model turns
+    "refund": Workload(refund_request, 2, approvals=True),  # the reversal and the e-mail, after approval
 }
+CHAOS_REQUESTER, CHAOS_APPROVER = "chaos-requester", "chaos-approver"
+
+
+def chaos_people() -> tuple[Any, Any]:
+    """Who starts the runs (an operator) and who approves them (an approver: four-eyes holds)."""
+    from django.contrib.auth import get_user_model
+
+    from .roles import ensure_role_groups
+
+    groups = ensure_role_groups()
+    users = get_user_model().objects
+    requester = users.get_or_create(username=CHAOS_REQUESTER)[0]
+    approver = users.get_or_create(username=CHAOS_APPROVER)[0]
+    requester.groups.add(groups["operator"])
+    approver.groups.add(groups["approver"])
+    return requester, approver
+
+
+def approve_as_a_second_person(run_ids: list, approver: Any) -> Counter:
+    """Approve every pending request of these runs, as ``approver`` would from the inbox."""
+    decisions: Counter = Counter()
+    waiting = ApprovalRequest.objects.filter(run_id__in=run_ids, status=ApprovalStatus.PENDING)
+    for request_id in waiting.values_list("pk", flat=True):
+        try:
+            approvals.decide(request_id, approver, "approve", "approved by the chaos command")
+        except InvalidTransition:
+            continue  # decided meanwhile, or its run ended
+        decisions["approve"] += 1
+    return decisions
 
 
 def decide_like_an_operator(run_ids: list) -> Counter:
@@ -218,8 +261,9 @@ class _Chaos:
         try:
             self.pool.start(o.workers)
             workload = WORKLOADS[o.workflow]
-            run_ids = [start_run(o.workflow, workload.make_input(batch, i, o),
-                                 idempotency_key=f"chaos-{batch}-{i}")[0].pk for i in range(o.runs)]
+            requester, approver = chaos_people() if workload.approvals else (None, None)
+            run_ids = [start_run(o.workflow, workload.make_input(batch, i, o), idempotency_key=f"chaos-{batch}-{i}",
+                                 user=requester)[0].pk for i in range(o.runs)]
             self.say(f"chaos: started {o.runs} {o.workflow} runs (batch {batch}) on {o.workers} workers"
                      f"{' with a strict sink' if o.strict else ''}")
             timers = {"kill": started + o.kill_every,
@@ -242,6 +286,8 @@ class _Chaos:
                     self.flushes += 1
                     timers["flush"] = now + o.flush_every  # type: ignore[operator]
                 self.decisions += with_db_retry(lambda: decide_like_an_operator(run_ids))
+                if approver is not None:
+                    self.decisions += with_db_retry(lambda: approve_as_a_second_person(run_ids, approver))
                 if now >= timers["report"]:
                     self.say(f"chaos: t={now - started:.0f}s finished={o.runs - remaining}/{o.runs} "
                              f"kills={self.kills} freezes={self.freezes} flushes={self.flushes} "
@@ -268,7 +314,7 @@ def tally(run_ids: list, seconds: float, effects_per_run: int) -> ChaosResult:
     runs = Run.objects.filter(pk__in=run_ids)
     counts = runs.aggregate(
         succeeded=Count("pk", filter=Q(status=RunStatus.SUCCEEDED)),
-        failed=Count("pk", filter=Q(status__in=[RunStatus.FAILED, RunStatus.CANCELLED])),
+        failed=Count("pk", filter=Q(status__in=[RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.COMPENSATED])),
         resumed=Count("pk", filter=Q(resume_count__gt=0)),
         lost=Count("pk", filter=~Q(status__in=TERMINAL_RUN_STATUSES)),
     )

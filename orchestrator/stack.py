@@ -27,6 +27,31 @@ def ensure_demo_user() -> str:
     return f"{DEMO_USER} (existing user kept, its password differs; `manage.py changepassword {DEMO_USER}`)"
 
 
+def ensure_demo_role_users() -> list[str]:
+    """One demo user per role (approver, operator, designer, viewer) in its role's group, so
+    four-eyes can be tried: start a refund as one, approve it as another. Existing users are
+    kept. Their password is the demo password; returns one "user / password (role)" line each."""
+    from .roles import ensure_role_groups
+
+    from_env = os.environ.get("RATCHET_DEMO_PASSWORD")
+    password = from_env or DEFAULT_DEMO_PASSWORD
+    shown = "(the password in RATCHET_DEMO_PASSWORD)" if from_env else password
+    users = get_user_model().objects
+    lines = []
+    for role, group in ensure_role_groups().items():
+        user = users.filter(username=role).first()
+        if user is None:
+            user = users.create_user(role, password=password)
+            user.groups.add(group)
+            lines.append(f"{role} / {shown} ({role}, created)")
+        elif user.check_password(password):
+            user.groups.add(group)
+            lines.append(f"{role} / {shown} ({role})")
+        else:
+            lines.append(f"{role} (existing user kept, its password differs)")
+    return lines
+
+
 def port_is_free(port: int) -> bool:
     with socket.socket() as s:
         s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as runserver does

@@ -19,7 +19,7 @@ from orchestrator.engine.errors import InvalidTransition
 from orchestrator.engine.runs import DECISIONS, cancel_run, decide_effect, redrive_run
 from orchestrator.models import Effect, EffectStatus, FailureMode, Run, RunStatus, Workflow
 
-from .. import attempt_rows
+from .. import attempt_rows, inbox
 from ..graphs import render_svg
 from ..run_page import FILTER_BOXES, HistoryFilter, for_htmx, selecting_links, selector
 from ..runlist import RunFilter, current_states, runs_page
@@ -54,7 +54,8 @@ def run_list(request: HttpRequest) -> HttpResponse:
     return render(request, "monitoring/run_list.html", context, status=400 if filters.errors else 200)
 
 
-def _run_context(run: Run, shown: HistoryFilter | None = None, opened: tuple[int, int] | None = None) -> dict[str, Any]:
+def _run_context(run: Run, shown: HistoryFilter | None = None, opened: tuple[int, int] | None = None,
+                 user: Any = None) -> dict[str, Any]:
     shown = shown or HistoryFilter()
     definition = definition_for_version(run.version)
     marks = history.state_marks(run)
@@ -72,6 +73,7 @@ def _run_context(run: Run, shown: HistoryFilter | None = None, opened: tuple[int
         "committed": [e for e in ledger if e.status in (EffectStatus.CONFIRMED, "compensation_failed")],
         "children": list(run.children.select_related("workflow").order_by("created_at")),
         "decisions": DECISIONS, "filter_boxes": FILTER_BOXES,
+        "approval_cards": inbox.run_cards(run, user),
         **attempt_rows.table_context(run, shown, attempts, definition.states, opened),
     }
 
@@ -106,7 +108,8 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
                           {"run": run, "shown": shown, **attempt_rows.table_context(run, shown, entries, states, opened,
                                                                            fragment=True)})
     else:
-        context = {**_run_context(run, shown, opened), **_history_context(run, shown, None, states, whole=True)}
+        context = {**_run_context(run, shown, opened, user=request.user),
+                   **_history_context(run, shown, None, states, whole=True)}
         polled = request.GET.get("fragment") == "live"
         if request.htmx and (polled or target == "run-live"):
             response = render(request, "monitoring/_run_live.html", context)
@@ -173,9 +176,14 @@ def _act(request: HttpRequest, run_id: Any, action: Any, done: str) -> HttpRespo
 @permission_required("orchestrator.change_run", raise_exception=True)
 @require_POST
 def cancel(request: HttpRequest, run_id: Any) -> HttpResponse:
+    """Cancel the run; with ``compensate``, its confirmed effects are undone first, newest first."""
     run = get_object_or_404(Run, pk=run_id)
     reason = request.POST.get("reason", "").strip()[:500] or f"cancelled by {request.user.get_username()}"
-    return _act(request, run.pk, lambda: cancel_run(run.pk, user=request.user, reason=reason), "Run cancelled.")
+    compensate = request.POST.get("compensate") == "1"
+    done = ("Run cancelled; its confirmed effects are being undone, newest first." if compensate
+            else "Run cancelled.")
+    return _act(request, run.pk, lambda: cancel_run(run.pk, user=request.user, reason=reason, compensate=compensate),
+                done)
 
 
 @login_required

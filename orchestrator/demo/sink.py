@@ -135,3 +135,14 @@ def arrivals(kind: str, path: str | None = None) -> list[float]:
     rows = _rows("SELECT (julianday(at) - 2440587.5) * 86400.0 FROM requests WHERE kind = ? ORDER BY at, id",
                  (kind,), path)
     return [row[0] for row in rows]
+
+
+def payloads(kind: str, path: str | None = None) -> list[Any]:
+    """What was delivered of ``kind`` (replays excluded), oldest first."""
+    rows = _rows("SELECT payload FROM requests WHERE kind = ? AND outcome = 'delivered' ORDER BY id", (kind,), path)
+    return [json.loads(row[0]) for row in rows]
+
+
+def kinds(path: str | None = None) -> list[str]:
+    """The kind of every delivery, in the order they arrived (replays excluded)."""
+    return [row[0] for row in _rows("SELECT kind FROM requests WHERE outcome = 'delivered' ORDER BY id", path=path)]

@@ -21,12 +21,14 @@ from jsonschema.exceptions import best_match
 
 from ..conf import ratchet_setting
 from . import contracts, model_calls
+from .breakers import note_call
 from .context import StepContext
 from .definition import State
 from .errors import RouteRefused
 from .providers import ModelAnswer, ModelRequest, get_provider
 from .providers.base import ToolCall
 from .registry import get_tool
+from .tool_guards import breaker_of_tool
 
 ROUTE_TOOL = "choose_next_state"
 
@@ -130,4 +132,11 @@ def _run_tool(ctx: StepContext, state: State, call: ToolCall) -> Any:
     problem = best_match(Draft202012Validator(tool.parameters).iter_errors(call.arguments))
     if problem is not None:
         return {"error": f"arguments of {call.name} are invalid: {problem.message}"}
-    return tool.fn(ctx, call.arguments)
+    guarded = breaker_of_tool(call.name)
+    try:
+        result = tool.fn(ctx, call.arguments)
+    except Exception:
+        note_call(ctx.claim.attempt, guarded, succeeded=False)
+        raise
+    note_call(ctx.claim.attempt, guarded, succeeded=True)
+    return result

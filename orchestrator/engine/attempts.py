@@ -17,6 +17,7 @@ from .definition import State
 from .dispatch import dispatch_on_commit
 from .eventlog import EventLog
 from .ratelimits import limit_for
+from .tool_guards import has_guarded_tools
 
 
 def step_timeout(state: State | None) -> float:
@@ -63,7 +64,7 @@ def new_attempt(
     )
     # A rate-limited or breaker-guarded step goes through claim_attempt, where those are checked.
     inline = (claimant is not None and not_before is None and claimant.may_take(queue)
-              and limit_for(state) is None and breaker_for(state) is None)
+              and limit_for(state) is None and breaker_for(state) is None and not has_guarded_tools(state))
     if inline:
         lease = ratchet_setting("LEASE_SECONDS")
         attempt.status = AttemptStatus.RUNNING

@@ -154,9 +154,13 @@ def record(name: str, breaker: Breaker, succeeded: bool) -> str:
 
 
 def note_outcome(attempt: Any, state: Any, succeeded: bool) -> None:
-    """After a guarded handler's call: count it, and record the breaker opening or closing as an
-    event of this run (its own short transaction)."""
-    guarded = breaker_for(state)
+    """After a guarded handler's call: count it (see note_call)."""
+    note_call(attempt, breaker_for(state), succeeded)
+
+
+def note_call(attempt: Any, guarded: tuple[str, Breaker] | None, succeeded: bool) -> None:
+    """After a call of a guarded handler or tool: count it, and record the breaker opening or
+    closing as an event of this run (its own short transaction)."""
     if guarded is None:
         return
     changed = record(*guarded, succeeded)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from .approval_spec import ApprovalSpec
 from .retry import RetryRule
 
 TERMINAL_TYPES = frozenset({"succeed", "fail"})
@@ -104,6 +105,9 @@ class State:
     # or the one pinned) and waits for it.
     workflow: str | None = None
     version: int | None = None
+    # An approval state's settings, or the gate a person must pass to leave this state.
+    approval: ApprovalSpec | None = None
+    gate: ApprovalSpec | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -123,6 +127,8 @@ class State:
         targets += [c.next for c in self.choices]
         targets += [self.default] if self.default else []
         targets += [c.next for c in self.catch]
+        for spec in (self.approval, self.gate):
+            targets += spec.targets() if spec is not None else []
         return targets
 
 
@@ -196,6 +202,9 @@ def build_state(name: str, raw: dict[str, Any], scope: str = "", queue: str = "d
         to=raw.get("to"),
         workflow=raw.get("workflow"),
         version=raw.get("version"),
+        approval=ApprovalSpec.from_raw(raw) if raw["type"] == "approval" else None,
+        gate=ApprovalSpec.from_raw(raw["requires_approval"]) if isinstance(raw.get("requires_approval"), dict)
+        else None,
     )
 
 

@@ -48,6 +48,13 @@ class InvalidTransition(RatchetError):
     code = "R300"
 
 
+class ApprovalRefused(InvalidTransition):
+    """A decision or claim that may not be made: already decided (naming who and when), a
+    person not among the approvers, four-eyes, an unknown outcome, an edit not allowed."""
+
+    code = "R310"
+
+
 class HandlerNotFound(RatchetError):
     code = "R400"
 

@@ -22,6 +22,7 @@ from ..conf import ratchet_setting
 from ..models import AttemptKind, AttemptStatus, Effect, FailureMode
 from . import contracts
 from .agent import run_agent
+from .approvals import reopen_claimed
 from .attempts import step_timeout
 from .breakers import note_outcome
 from .children import start_child
@@ -98,6 +99,9 @@ def execute(claim: Claim, claimant: Claimant | None, lost: threading.Event) -> C
     if attempt.kind == AttemptKind.COMPENSATION:
         return _execute_compensation(claim, lost)
     state = claim.state
+    if state.type == "approval" or attempt.kind == AttemptKind.GATE:
+        reopen_claimed(claim)  # asked again (a redrive, a reopened branch): it waits for a person
+        return None
     if state.type == "wait":
         return checkpoint(claim, None, Usage(), _unless_stopping(claimant))
     if state.type == "subworkflow":

@@ -156,6 +156,7 @@ def fork_counts(run: Run) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class EffectEntry:
+    id: int
     key: str
     step: str
     shared: bool
@@ -170,6 +171,12 @@ class EffectEntry:
     decided_by: str
     result: Any
     error: Any
+    # What the ledger knows, for a person deciding an uncertain effect.
+    intent_at: Any = None
+    attempt_id: int | None = None
+    attempt_label: str = ""
+    worker: str = ""
+    checked: bool | None = None  # the last downstream check: found it (True), did not (False), none (None)
 
     @property
     def needs_decision(self) -> bool:
@@ -178,15 +185,26 @@ class EffectEntry:
 
 def effects_ledger(run: Run) -> list[EffectEntry]:
     """The run's effects in the order they were first recorded (two queries)."""
-    late = Counter(Event.objects.filter(run=run, kind=EventKind.EFFECT_LATE_RESULT)
-                   .values_list("data__key", flat=True))
+    late: Counter = Counter()
+    checked: dict[str, bool] = {}
+    for kind, key, found in (Event.objects.filter(run=run, kind__in=(EventKind.EFFECT_LATE_RESULT,
+                                                                      EventKind.EFFECT_CHECKED))
+                             .order_by("id").values_list("kind", "data__key", "data__found")):
+        if kind == EventKind.EFFECT_LATE_RESULT:
+            late[key] += 1
+        else:
+            checked[key] = bool(found)
     return [
-        EffectEntry(key=e.key, step=e.step_label, shared=e.shared, status=e.status,
+        EffectEntry(id=e.pk, key=e.key, step=e.step_label, shared=e.shared, status=e.status,
                     idempotency_key=e.idempotency_key, executions=e.executions, duplicates=e.duplicates,
                     unknown_retries=e.unknown_retries, dedup_hits=e.dedup_hits, late_results=late[e.key],
                     decision=e.decision, decided_by=e.decided_by.get_username() if e.decided_by else "",
-                    result=e.result, error=e.error)
-        for e in Effect.objects.filter(run=run).select_related("decided_by").order_by("id")
+                    result=e.result, error=e.error, intent_at=e.intent_at, attempt_id=e.attempt_id,
+                    attempt_label=(f"{e.attempt.state_name} #{e.attempt.sequence}, try {e.attempt.attempt}"
+                                   if e.attempt else ""),
+                    worker=e.attempt.worker if e.attempt else "", checked=checked.get(e.key))
+        for e in Effect.objects.filter(run=run).select_related("decided_by", "attempt")
+        .defer("attempt__input", "attempt__output", "attempt__error", "attempt__progress").order_by("id")
     ]
 
 
@@ -195,7 +213,7 @@ def effects_ledger(run: Run) -> list[EffectEntry]:
 # in "run" or "approvals", and the page's "only operator actions" (events with an actor) finds all.
 EVENT_GROUPS: dict[str, tuple[str, tuple[EventKind, ...]]] = {
     "run": ("Run", (EventKind.RUN_STARTED, EventKind.RUN_SUCCEEDED, EventKind.RUN_FAILED,
-                    EventKind.RUN_CANCELLED, EventKind.RUN_PAUSED)),
+                    EventKind.RUN_CANCELLED, EventKind.RUN_COMPENSATED, EventKind.RUN_PAUSED)),
     "steps": ("Steps", (
         EventKind.STEP_SCHEDULED, EventKind.STEP_DISPATCHED, EventKind.STEP_CLAIMED, EventKind.STEP_SUCCEEDED,
         EventKind.STEP_FAILED, EventKind.STEP_RETRIED, EventKind.STEP_CAUGHT, EventKind.STEP_TIMED_OUT,
@@ -213,7 +231,10 @@ EVENT_GROUPS: dict[str, tuple[str, tuple[EventKind, ...]]] = {
                                              EventKind.BREAKER_OPENED, EventKind.BREAKER_CLOSED)),
     "agents": ("Agents and models", (EventKind.MODEL_ANSWERED, EventKind.MODEL_REPLAYED, EventKind.ROUTE_TAKEN,
                                      EventKind.HANDED_OFF)),
-    "approvals": ("Approvals", (EventKind.APPROVAL_REQUESTED, EventKind.APPROVAL_DECIDED)),
+    "approvals": ("Approvals", (EventKind.APPROVAL_REQUESTED, EventKind.APPROVAL_DECIDED,
+                                EventKind.APPROVAL_DECIDED_AHEAD, EventKind.APPROVAL_CLAIMED,
+                                EventKind.APPROVAL_RELEASED, EventKind.APPROVAL_ESCALATED,
+                                EventKind.APPROVAL_CANCELLED)),
     "operator": ("Operator decisions", (EventKind.RUN_RESUMED, EventKind.RUN_REDRIVEN, EventKind.EFFECT_DECIDED,
                                         EventKind.BRANCH_RESUMED)),
 }

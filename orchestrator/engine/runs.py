@@ -85,13 +85,17 @@ def start_run(
     return run, True
 
 
-def cancel_run(run_id: Any, user: Any = None, reason: str = "") -> Run:
+def cancel_run(run_id: Any, user: Any = None, reason: str = "", *, compensate: bool = False) -> Run:
+    """Cancel a run; with ``compensate``, its confirmed effects are undone first (saga)."""
     with transaction.atomic():
         run = lock_run(run_id)
         if run.status not in CANCELLABLE:
             raise InvalidTransition(f"a {run.status} run cannot be cancelled")
         log = EventLog(run, actor=user)
-        runstate.cancel(run, log, reason)
+        if compensate:
+            runstate.cancel_and_compensate(run, log, reason)
+        else:
+            runstate.cancel(run, log, reason)
         save_run(run)
         log.flush()
     return run

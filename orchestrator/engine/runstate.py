@@ -11,7 +11,8 @@ inside the caller's transaction, with the run's row locked (``transitions.lock_r
        │                  v    │
        │               paused ─┘                    (a compensation failed: retry, done, accept)
        ├──> succeeded
-       └──> cancelled (also from waiting and paused)
+       ├──> cancelled (also from waiting and paused)
+       └──> compensating ──> compensated           (cancel and compensate: the saga, then the end)
     failed ──> running                              (redrive)
 """
 
@@ -25,6 +26,8 @@ from django.db.models import Q, QuerySet
 
 from ..conf import ratchet_setting
 from ..models import (
+    ApprovalRequest,
+    ApprovalStatus,
     AttemptKind,
     AttemptStatus,
     Effect,
@@ -80,7 +83,7 @@ def stop_active_attempts(run: Run, log: EventLog, reason: str) -> list[StepAttem
     Fork.objects.filter(run=run, status=ForkStatus.OPEN).update(status=ForkStatus.CANCELLED)
     active = list(run.attempts.filter(status__in=ACTIVE_ATTEMPT_STATUSES))
     if active:
-        cancel_children(active, reason)
+        release_waiting(active, reason, log)
         StepAttempt.objects.filter(pk__in=[a.pk for a in active], status__in=ACTIVE_ATTEMPT_STATUSES).update(
             status=AttemptStatus.CANCELLED, finished_at=clock.now(), lease_expires_at=None
         )
@@ -89,13 +92,18 @@ def stop_active_attempts(run: Run, log: EventLog, reason: str) -> list[StepAttem
     return active
 
 
-def cancel_children(attempts: list[StepAttempt], reason: str) -> None:
-    """The child runs these (waiting) attempts started are cancelled with them: a child belongs
-    to its parent. The caller holds the parent's lock; each child's is taken after it (the lock
+def release_waiting(attempts: list[StepAttempt], reason: str, log: EventLog) -> None:
+    """What these (waiting) attempts wait on stops with them: their pending approval requests
+    are withdrawn, and the child runs they started are cancelled (a child belongs to its
+    parent). The caller holds the parent's lock; each child's is taken after it (the lock
     order of children.py), and a child cancels its own children the same way."""
     waiting = [a.pk for a in attempts if a.status == AttemptStatus.WAITING]
     if not waiting:
         return
+    withdrawn = ApprovalRequest.objects.filter(attempt_id__in=waiting, status=ApprovalStatus.PENDING)
+    for request_id, state_name in withdrawn.values_list("pk", "state_name"):
+        log.add(EventKind.APPROVAL_CANCELLED, state_name=state_name, request=request_id, reason=reason)
+    withdrawn.update(status=ApprovalStatus.CANCELLED, decided_at=clock.now())
     ids = Run.objects.filter(parent_attempt_id__in=waiting, status__in=CANCELLABLE).order_by("pk")
     for child_id in ids.values_list("pk", flat=True):
         child = Run.objects.select_for_update(no_key=True).get(pk=child_id)
@@ -137,6 +145,23 @@ def cancel(run: Run, log: EventLog, reason: str) -> None:
     _tell_parent(run)
 
 
+def cancel_and_compensate(run: Run, log: EventLog, reason: str) -> None:
+    """An operator cancels the run and has its confirmed effects undone, newest first, each
+    compensation a durable attempt with retries; the run ends ``compensated`` (or pauses on a
+    compensation that failed, for an operator to retry or mark done)."""
+    _move(run, S.COMPENSATING, CANCELLABLE)
+    stop_active_attempts(run, log, "run cancelled")
+    run.failure_mode = "cancelled"
+    run.error = engine_error("Cancelled", reason or "cancelled by an operator")
+    run.pause_reason = ""
+    run.deadline_at = clock.now() + timedelta(seconds=ratchet_setting("COMPENSATION_DEADLINE_SECONDS"))
+    log.add(EventKind.RUN_CANCELLED, compensate=True, **({"reason": reason} if reason else {}))
+    if schedule_next_compensation(run, log):
+        log.add(EventKind.COMPENSATION_STARTED, failure_mode=run.failure_mode)
+    else:
+        _end_failed(run, log)
+
+
 def fail_run(run: Run, log: EventLog, error: dict[str, Any], failure_mode: str, state_name: str = "",
              cause: StepAttempt | None = None) -> None:
     """The run fails: stop what is active, then undo its confirmed effects (saga), then end.
@@ -162,9 +187,17 @@ def fail_run(run: Run, log: EventLog, error: dict[str, Any], failure_mode: str, 
 
 
 def _end_failed(run: Run, log: EventLog, state_name: str = "") -> None:
-    _move(run, S.FAILED, (S.COMPENSATING,))
+    """The saga is over: a failed run ends failed; a run an operator cancelled to compensate
+    ends compensated when nothing is left undone (else cancelled: an effect was accepted as is)."""
     run.finished_at = clock.now()
-    log.add(EventKind.RUN_FAILED, state_name=state_name, failure_mode=run.failure_mode, error=run.error)
+    if run.failure_mode == "cancelled":
+        left = owned_effects(run).filter(status__in=(EffectStatus.CONFIRMED, EffectStatus.COMPENSATION_FAILED)) \
+            .exclude(compensate="").count()
+        _move(run, S.CANCELLED if left else S.COMPENSATED, (S.COMPENSATING,))
+        log.add(EventKind.RUN_COMPENSATED if not left else EventKind.RUN_CANCELLED, not_undone=left)
+    else:
+        _move(run, S.FAILED, (S.COMPENSATING,))
+        log.add(EventKind.RUN_FAILED, state_name=state_name, failure_mode=run.failure_mode, error=run.error)
     _tell_parent(run)
 
 

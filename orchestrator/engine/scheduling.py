@@ -38,7 +38,7 @@ from .eventlog import EventLog
 from .lines import is_live, store, view
 from .reducers import AggregationConflict, Reduced, reduce_outputs
 from .retry import error_matches
-from .runstate import cancel_children, fail_run, succeed_run
+from .runstate import fail_run, release_waiting, succeed_run
 
 MAX_PASS_THROUGH = 1000
 
@@ -93,6 +93,10 @@ def enter_state(
             fail_line(run, definition, line, error, FailureMode.REJECTED, log, state_name=name)
             return None
         path = line.path if line is not None else ""
+        if state.type == "approval":
+            from .approvals import request_approval  # approvals builds on this module
+
+            return request_approval(run, definition, state, log, line=line, gate=False)
         if state.type == "parallel":
             return open_fork(run, definition, state, log, claimant=claimant, line=line)
         if state.type == "map":
@@ -150,7 +154,9 @@ def _choose(run: Run, line: Line | None, state: State, log: EventLog) -> str:
 
 def go_on(run: Run, definition: Definition, state: State, output: Any, log: EventLog, *,
           line: Line | None, claimant: Claimant | None = None) -> StepAttempt | None:
-    """A state of ``line`` completed with ``output``: end the line, or enter the next state."""
+    """A state of ``line`` completed with ``output``: end the line, or enter the next state
+    (through its gate first, when a person must approve the transition)."""
+    target = state.next
     if state.type == "agent" and isinstance(output, dict):
         if output.get("tool_calls"):
             return enter_state(run, definition, state.name, log, claimant=claimant, line=line)
@@ -161,11 +167,15 @@ def go_on(run: Run, definition: Definition, state: State, output: Any, log: Even
                 fail_line(run, definition, line, error, FailureMode.HANDLER_ERROR, log, state_name=state.name)
                 return None
             log.add(EventKind.ROUTE_TAKEN, state_name=state.name, next=route)
-            return enter_state(run, definition, route, log, claimant=claimant, line=line)
-    if state.end:
+            target = route
+    if state.gate is not None:
+        from .approvals import request_approval  # approvals builds on this module
+
+        return request_approval(run, definition, state, log, line=line, gate=True, leads_to=target or "")
+    if target is None:  # the state ends its line
         end_line(run, definition, line, output, log, state_name=state.name)
         return None
-    return enter_state(run, definition, state.next, log, claimant=claimant, line=line)  # type: ignore[arg-type]
+    return enter_state(run, definition, target, log, claimant=claimant, line=line)
 
 
 def end_line(run: Run, definition: Definition, line: Line | None, output: Any, log: EventLog,
@@ -342,7 +352,7 @@ def _close(run: Run, fork: Fork, log: EventLog, status: str, reason: str) -> Non
     Fork.objects.filter(run=run, status=ForkStatus.OPEN, line__in=open_lines).update(status=ForkStatus.CANCELLED)
     active = [a for a in StepAttempt.objects.filter(run=run, status__in=ACTIVE_ATTEMPT_STATUSES)
               if _inside(a.branch_path, roots)]
-    cancel_children(active, reason)
+    release_waiting(active, reason, log)
     StepAttempt.objects.filter(pk__in=[a.pk for a in active], status__in=ACTIVE_ATTEMPT_STATUSES).update(
         status=AttemptStatus.CANCELLED, finished_at=now, lease_expires_at=None)
     for attempt in active:

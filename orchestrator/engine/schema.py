@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from .approval_spec import APPROVAL_PROPERTIES, GATE_SCHEMA
+
 STATE_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,99}$"
-BUILT_STATE_TYPES = ["task", "agent", "handoff", "subworkflow", "choice", "wait", "parallel", "map", "succeed",
-                     "fail"]
-PLANNED_STATE_TYPES = ["approval"]
+BUILT_STATE_TYPES = ["task", "agent", "handoff", "subworkflow", "choice", "wait", "parallel", "map", "approval",
+                     "succeed", "fail"]
 PROVIDERS = ["offline", "openai"]
 JOIN_MODES = ["all", "quorum", "first"]
 REDUCER_STRATEGIES = ["collect", "merge", "highest_score", "majority_vote", "custom"]
@@ -35,7 +36,7 @@ _catch = {
     },
 }
 _common = {
-    "type": {"enum": BUILT_STATE_TYPES + PLANNED_STATE_TYPES},
+    "type": {"enum": BUILT_STATE_TYPES},
     "comment": {"type": "string"},
     "title": {"type": "string"},
 }
@@ -60,6 +61,8 @@ _task = {
     "heartbeat_seconds": {"type": "number", "exclusiveMinimum": 0},
     "retry": {"type": "array", "items": _retry},
     "catch": {"type": "array", "items": _catch},
+    # A person approves the transition out of this state (approval_spec.py).
+    "requires_approval": GATE_SCHEMA,
 }
 _agent = {
     **{key: value for key, value in _task.items() if key != "handler"},
@@ -102,6 +105,15 @@ _wait = {
     "seconds_path": {"type": "string"},
     "next": {"type": "string"},
     "end": {"type": "boolean"},
+    "requires_approval": GATE_SCHEMA,
+}
+# A manual transition: the line waits for a person (approval_spec.py); approve goes to ``next``.
+_approval = {
+    **_common,
+    **APPROVAL_PROPERTIES,
+    "next": {"type": "string"},
+    "end": {"type": "boolean"},
+    "result_path": {"type": "string", "pattern": STATE_NAME},
 }
 # A branch of a parallel state, or a map's iterator: a graph of its own (its queue is the
 # default of its states).
@@ -147,6 +159,7 @@ _parallel = {
     "next": {"type": "string"},
     "end": {"type": "boolean"},
     "catch": {"type": "array", "items": _catch},
+    "requires_approval": GATE_SCHEMA,
 }
 _map = {
     **_common,
@@ -159,6 +172,7 @@ _map = {
     "next": {"type": "string"},
     "end": {"type": "boolean"},
     "catch": {"type": "array", "items": _catch},
+    "requires_approval": GATE_SCHEMA,
 }
 _succeed = {**_common, "output_path": {"type": "string"}}
 _fail = {**_common, "error": {"type": "string"}, "cause": {"type": "string"}}
@@ -216,6 +230,7 @@ DEFINITION_SCHEMA: dict[str, Any] = {
                     _typed("wait", _wait, []),
                     _typed("parallel", _parallel, ["branches"]),
                     _typed("map", _map, ["items_path", "iterator"]),
+                    _typed("approval", _approval, []),
                     _typed("succeed", _succeed, []),
                     _typed("fail", _fail, []),
                 ],

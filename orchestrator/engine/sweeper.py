@@ -5,7 +5,8 @@ expired), times out attempts whose worker did not stop them, dispatches again wh
 scheduled but whose job is in no queue (Redis flushed, or a worker died holding the job it
 popped: the database decides, not the job's status), reports scheduled work on a queue no
 live worker reads, settles parents whose child run ended while nobody was there to tell them,
-and fails runs past their deadline whatever their status. Every action
+applies approval timeouts and escalations, and fails runs past their deadline whatever their
+status. Every action
 goes through the same compare-and-set transitions as normal execution. "Now" is the
 database's clock (``clock``).
 """
@@ -28,6 +29,7 @@ from ..conf import ratchet_setting
 from ..models import AttemptStatus, Event, EventKind, FailureMode, Fork, ForkStatus, Run, StepAttempt
 from ..models.runs import ACTIVE_RUN_STATUSES
 from . import clock
+from .approval_timers import due_approvals
 from .children import settle_child, unsettled_children
 from .definition import definition_for_version
 from .dispatch import jobs_in_queues, take_sweep_turn
@@ -54,10 +56,11 @@ class SweepReport:
     unserved: int = 0
     joins_timed_out: int = 0
     children_settled: int = 0
+    approvals_due: int = 0
 
     def __bool__(self) -> bool:
         return any((self.resumed, self.timed_out, self.redispatched, self.runs_timed_out, self.unserved,
-                    self.joins_timed_out, self.children_settled))
+                    self.joins_timed_out, self.children_settled, self.approvals_due))
 
 
 def due_timers() -> int:
@@ -101,6 +104,7 @@ def sweep() -> SweepReport:
         report.joins_timed_out += time_out_join(fork_id, now)
     for child_id in unsettled_children(BATCH):
         report.children_settled += settle_child(child_id)
+    report.approvals_due = due_approvals(now)
     late = Run.objects.filter(status__in=ACTIVE_RUN_STATUSES, deadline_at__lt=now)
     for run_id in late.values_list("pk", flat=True)[:BATCH]:
         report.runs_timed_out += fail_past_deadline(run_id, now)

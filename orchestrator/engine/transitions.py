@@ -45,6 +45,7 @@ from .ratelimits import conform, limit_for
 from .retry import RetryRule, error_matches, next_retry_delay
 from .runstate import fail_run, finish_compensation, pause_run, save_run
 from .scheduling import enter_state, fail_line, go_on
+from .tool_guards import breakers_of, calls_due, limits_of
 
 FAILED_STATUSES = (AttemptStatus.FAILED, AttemptStatus.TIMED_OUT)
 
@@ -101,17 +102,9 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
             return None
         definition = definition_for_version(attempt.run.version)
         state = definition.states.get(attempt.state_name) if attempt.kind == AttemptKind.STEP else None
-        guarded = breaker_for(state)
-        if guarded is not None and (wait := admit(*guarded, attempt.pk)) > 0:
-            _put_back(attempt, wait, now, EventKind.CIRCUIT_OPEN, handler=guarded[0], breaker=guarded[1].describe())
+        if _held_back(attempt, state, now):
             return None
-        limited = limit_for(state)
-        if limited is not None:
-            wait = conform(*limited, attempt.pk)
-            now = clock.now()  # a short wait for the limit may have passed
-            if wait > 0:
-                _put_back(attempt, wait, now, EventKind.THROTTLED, handler=limited[0], limit=limited[1].describe())
-                return None
+        now = clock.now()  # a short wait for a rate limit may have passed
         lease = ratchet_setting("LEASE_SECONDS")
         fields = {
             "status": AttemptStatus.RUNNING, "claim_token": token, "worker": worker, "claimed_at": now,
@@ -128,6 +121,22 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
                 queue_wait_ms=round((now - attempt.scheduled_at).total_seconds() * 1000, 1))
         log.flush()
     return Claim(attempt=attempt, run=attempt.run, definition=definition, token=token, worker=worker)
+
+
+def _held_back(attempt: StepAttempt, state: Any, now: Any) -> bool:
+    """Put the step back (True) while a breaker of what it calls is open, or a rate limit has no
+    slot for it yet: its handler's, or those of the tools an agent's visit is about to call."""
+    tools = calls_due(attempt, state)
+    handler_breaker, handler_limit = breaker_for(state), limit_for(state)
+    for name, breaker in ([handler_breaker] if handler_breaker else []) + breakers_of(tools):
+        if (wait := admit(name, breaker, attempt.pk)) > 0:
+            _put_back(attempt, wait, now, EventKind.CIRCUIT_OPEN, handler=name, breaker=breaker.describe())
+            return True
+    for name, limit in ([handler_limit] if handler_limit else []) + limits_of(tools):
+        if (wait := conform(name, limit, attempt.pk)) > 0:
+            _put_back(attempt, wait, clock.now(), EventKind.THROTTLED, handler=name, limit=limit.describe())
+            return True
+    return False
 
 
 def fence(claim: Claim, **changes: Any) -> bool:

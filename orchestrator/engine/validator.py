@@ -15,9 +15,10 @@ from jsonschema import Draft202012Validator
 from jsonschema.exceptions import SchemaError, best_match
 
 from . import guards
+from .approval_checks import approval_findings
 from .definition import MAP_BRANCH, Definition, build_definition, collect_states
 from .errors import DefinitionError
-from .schema import BUILT_STATE_TYPES, DEFINITION_SCHEMA, PLANNED_STATE_TYPES
+from .schema import BUILT_STATE_TYPES, DEFINITION_SCHEMA
 
 
 @dataclass(frozen=True)
@@ -119,11 +120,6 @@ def validate(doc: Any, known_handlers: set[str] | None = None) -> list[Finding]:
             "unknown_start", f"start_at names '{definition.start_at}', which is not a state; "
             f"set it to one of {', '.join(states)}"))
     for state in states.values():
-        if state.type in PLANNED_STATE_TYPES:
-            findings.append(Finding(
-                "unsupported_type", f"state type '{state.type}' is not available yet; "
-                f"use one of {', '.join(BUILT_STATE_TYPES)}", state.name))
-            continue
         for target in state.successors():
             if target not in states:
                 findings.append(Finding(
@@ -144,7 +140,7 @@ def validate(doc: Any, known_handlers: set[str] | None = None) -> list[Finding]:
                 findings.append(Finding(
                     "routes_and_next", "an agent that routes picks its next state among its routes; "
                     "remove 'next' / 'end', or remove 'routes'", state.name))
-        elif state.type in ("task", "agent", "subworkflow", "wait", "parallel", "map"):
+        elif state.type in ("task", "agent", "subworkflow", "wait", "parallel", "map", "approval"):
             if state.next and state.end:
                 findings.append(Finding(
                     "next_and_end", "has both 'next' and 'end'; keep one", state.name))
@@ -159,6 +155,7 @@ def validate(doc: Any, known_handlers: set[str] | None = None) -> list[Finding]:
                 f"register it with @handler('{state.handler}') or use a known one ({hint})", state.name))
         if state.type == "subworkflow":
             findings += _child_findings(state, doc.get("name"))
+        findings += approval_findings(state)
         if state.type == "wait" and (state.seconds is None) == (state.seconds_path is None):
             findings.append(Finding(
                 "wait_duration", "a wait needs exactly one of 'seconds' or 'seconds_path'", state.name))

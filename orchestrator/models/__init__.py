@@ -1,4 +1,5 @@
 from .agents import ModelCall
+from .approvals import ApprovalRequest, ApprovalStatus
 from .effects import Effect, EffectStatus
 from .events import Event, EventKind
 from .lines import Fork, ForkStatus, Line, LineStatus
@@ -7,6 +8,8 @@ from .workers import WorkerBeat
 from .workflows import Workflow, WorkflowVersion
 
 __all__ = [
+    "ApprovalRequest",
+    "ApprovalStatus",
     "AttemptKind",
     "AttemptStatus",
     "Effect",

@@ -22,9 +22,10 @@ class RunStatus(models.TextChoices):
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
     CANCELLED = "cancelled", "Cancelled"
+    COMPENSATED = "compensated", "Cancelled, its effects undone"
 
 
-TERMINAL_RUN_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+TERMINAL_RUN_STATUSES = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED, RunStatus.COMPENSATED})
 ACTIVE_RUN_STATUSES = frozenset(
     {RunStatus.RUNNING, RunStatus.WAITING, RunStatus.PAUSED, RunStatus.COMPENSATING}
 )
@@ -124,6 +125,7 @@ class Run(models.Model):
 class AttemptKind(models.TextChoices):
     STEP = "step", "Step"
     COMPENSATION = "compensation", "Compensation"
+    GATE = "gate", "Approval gate on a transition"
 
 
 class AttemptStatus(models.TextChoices):

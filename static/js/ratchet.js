@@ -48,3 +48,40 @@
     addCopyButtons(document);
   });
 })();
+// Approvals: a decision or claim the server refused (409) or could not read (400) answers with
+// the request's card again, its message inside: swapped like a success. The decision form is
+// kept across live swaps (hx-preserve, by its id) so a comment being typed survives the run
+// page's poll; its own answer must replace it (it carries back what was typed, and the
+// message), so the form gives its id up first.
+(function () {
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var elt = event.detail.requestConfig && event.detail.requestConfig.elt;
+    var form = elt && elt.closest ? elt.closest("form[data-approval-action]") : null;
+    if (!form) { return; }
+    var status = event.detail.xhr.status;
+    if (status === 400 || status === 409) { event.detail.shouldSwap = true; event.detail.isError = false; }
+    var card = form.closest(".approval-card");
+    var kept = card && card.querySelector("form[hx-preserve]");
+    if (kept && kept === form) { kept.removeAttribute("id"); }
+  });
+})();
+// The run page's poll redraws its approvals panel: a JSON block opened in a card (the context,
+// edited data) has no id of its own, so it is kept open by its card and its place in it.
+(function () {
+  var opened = [];
+  document.addEventListener("htmx:beforeSwap", function () {
+    opened = [];
+    document.querySelectorAll(".approval-card[id]").forEach(function (card) {
+      card.querySelectorAll("details:not([id])").forEach(function (details, index) {
+        if (details.open) { opened.push([card.id, index]); }
+      });
+    });
+  });
+  document.addEventListener("htmx:afterSwap", function () {
+    opened.forEach(function (place) {
+      var card = document.getElementById(place[0]);
+      var details = card && card.querySelectorAll("details:not([id])")[place[1]];
+      if (details) { details.open = true; }
+    });
+  });
+})();

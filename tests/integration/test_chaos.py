@@ -62,3 +62,20 @@ def test_strict_chaos_on_agents_handing_off_refunds_once_and_replies_once(worker
     for run in runs:  # every answer a run paid for was charged to it once
         assert run.tokens_used == sum(c.tokens for c in ModelCall.objects.filter(run=run))
         assert run.depth_used in (1, 2)
+
+
+def test_strict_chaos_on_refunds_approved_by_a_second_person_pays_each_once(worker_env):
+    """The refund demo: runs wait for approval while workers die and Redis is flushed; the
+    command approves them as a second user, and every approval is applied once."""
+    chaos(worker_env, 30, "--workflow", "refund", "--flush-redis-every", "4", "--effect-seconds", "0.2")
+    from orchestrator.models import ApprovalRequest, Event, EventKind, Run
+
+    runs = Run.objects.filter(workflow__name="refund")
+    assert runs.count() == 30
+    needing = [run for run in runs if run.input["amount"] > 100]
+    assert len(needing) == 24
+    for run in needing:
+        (request,) = ApprovalRequest.objects.filter(run=run)
+        assert request.outcome == "approve" and request.decided_by.username == "chaos-approver"
+        assert request.requested_by.username == "chaos-requester"  # four-eyes: never the same person
+        assert Event.objects.filter(run=run, kind=EventKind.APPROVAL_DECIDED).count() == 1

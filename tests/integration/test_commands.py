@@ -35,9 +35,17 @@ def test_start_run_with_a_repeated_idempotency_key_returns_the_same_run(demo):
 
 
 @pytest.mark.django_db
+def test_start_run_starts_many_runs_at_once_to_drive_a_demo(demo):
+    out = start("partner_lookup", "--input", '{"order_id": "A-1"}', "--count", "3")
+    assert out.count("started run") == 3
+    assert Run.objects.filter(workflow__name="partner_lookup").count() == 3
+
+
+@pytest.mark.django_db
 @pytest.mark.parametrize(("args", "message"), [
     (["follow_up", "--input", "{not json"], "--input is not valid JSON"),
     (["no_such_flow"], "no workflow named 'no_such_flow'"),
+    (["follow_up", "--count", "0"], "--count must be at least 1"),
 ])
 def test_start_run_refuses_bad_input_clearly(demo, args, message):
     with pytest.raises(CommandError, match=message):

@@ -242,3 +242,22 @@ def slow_add(ctx: StepContext, arguments: dict[str, Any]) -> dict[str, Any]:
     """Adds two numbers, slowly (a worker can be killed while it works)."""
     time.sleep(1.5)
     return {"sum": arguments["a"] + arguments["b"]}
+
+
+@offline_model("test.tool_caller")
+def tool_caller(request: ModelRequest) -> ModelAnswer:
+    """Calls the tool its input names once (``{"tool": "test.down"}``), then answers."""
+    results = [m for m in request.messages if m["role"] == "tool"]
+    if not results:
+        return offline_answer(request, tool_calls=[(_request_input(request)["tool"], {})])
+    return offline_answer(request, content=json.dumps({"told": json.loads(results[0]["content"])}))
+
+
+@tool("test.down", parameters={"type": "object"})
+def down_tool(ctx: StepContext, arguments: dict[str, Any]) -> dict[str, Any]:
+    """A tool whose service is down, unless the run's input says ``"up": true``; each call that
+    gets through is recorded at the sink."""
+    sink.deliver(f"tool-down-{ctx.run_id}-{ctx.attempt_number}", "down_tool", {})
+    if not (ctx.context.get("input") or {}).get("up"):
+        raise ConnectionError("the tool's service is down")
+    return {"up": True}

@@ -121,8 +121,9 @@ def test_every_demo_workflow_validates_without_findings(path: Path):
 
 
 def test_the_demo_workflows_are_there():
-    assert [p.stem for p in DEMO_FILES] == ["follow_up", "noop_chain", "order_assistant", "order_fulfilment",
-                                            "partner_lookup", "research", "summarise_document", "support_network"]
+    assert [p.stem for p in DEMO_FILES] == ["drafted_reply", "follow_up", "noop_chain", "order_assistant",
+                                            "order_fulfilment", "partner_lookup", "refund", "research",
+                                            "summarise_document", "support_network"]
 
 
 def test_order_fulfilment_parses_to_typed_states():
@@ -227,12 +228,19 @@ def test_a_bad_state_name_is_a_schema_finding_naming_that_state(findings_for, ma
     assert "rename it" in finding.message
 
 
-@pytest.mark.parametrize("planned", ["approval"])
-def test_a_planned_state_type_is_unsupported_for_now(findings_for, make_doc, planned):
-    doc = make_doc(first={"type": planned, "next": "done", "branches": {}}, done=SUCCEED)
-    finding = only(findings_for(doc), "unsupported_type", "first")
-    assert f"state type '{planned}' is not available yet" in finding.message
-    assert f"use one of {', '.join(BUILT_STATE_TYPES)}" in finding.message
+def test_an_approval_state_and_a_gate_are_valid(findings_for, make_doc):
+    doc = make_doc(first={"type": "approval", "next": "done", "reject": "done", "due_seconds": 60,
+                          "on_timeout": "escalate", "escalation": {"approvers": {"groups": ["managers"]}}},
+                   done={"type": "task", "handler": "demo.noop", "end": True,
+                         "requires_approval": {"editable": True, "four_eyes": False}})
+    assert findings_for(doc) == []
+
+
+def test_a_gate_escalating_nowhere_is_a_finding(findings_for, make_doc):
+    doc = make_doc(first={"type": "task", "handler": "demo.noop", "next": "done",
+                          "requires_approval": {"due_seconds": 5, "on_timeout": "escalate"}}, done=SUCCEED)
+    finding = only(findings_for(doc), "approval", "first")
+    assert "requires_approval: on_timeout is 'escalate' but no escalation says to whom" in finding.message
 
 
 def test_an_unknown_state_type_is_a_schema_finding_listing_the_types(findings_for, make_doc):

@@ -340,7 +340,7 @@ def test_a_malformed_draft_still_renders():
 
 
 def test_cache_returns_the_same_object_for_the_same_inputs():
-    doc = yaml.safe_load(DEMOS[0].read_text())
+    doc = yaml.safe_load(next(p for p in DEMOS if p.stem == "follow_up").read_text())
     first = render_svg(build_definition(doc), marks={"remind": "current"}, counts={}, selected="remind")
     again = render_svg(build_definition(copy.deepcopy(doc)), marks={"remind": StateMark.CURRENT}, counts={},
                        selected="remind")
@@ -380,3 +380,21 @@ def test_dot_failure_is_reported(monkeypatch):
 
 def _raise_missing(*args: Any, **kwargs: Any) -> None:
     raise FileNotFoundError("dot")
+
+
+def test_gates_and_approval_outcomes_are_labelled_edges_with_escaped_names():
+    definition = build_definition({"start_at": "draft", "states": {
+        "draft": {"type": "task", "handler": "demo.noop", "next": "review",
+                  "requires_approval": {"title": NASTY}},
+        "review": {"type": "approval", "approvers": {"groups": ["<b>finance</b>"]}, "next": "send",
+                   "reject": "closed", "outcomes": {"ask_more": "draft"}},
+        "send": {"type": "task", "handler": "demo.noop", "end": True, "requires_approval": {}},
+        "closed": {"type": "succeed"}}})
+    root = parse(render_svg(definition))
+    assert_only_svg_vocabulary(root)
+    assert [text_of(e) for e in edges(root, "gate")] == ["needs approval"]
+    assert "needs approval" in {text_of(e) for e in edges(root, "end")}  # send's gated end of the run
+    assert [text_of(e) for e in edges(root, "reject")] == ["reject"]
+    assert [text_of(e) for e in edges(root, "outcome")] == ["ask_more"]
+    assert "approve" in {text_of(e) for e in edges(root, "next")}
+    assert "approval · <b>finance</b>" in text_of(by_id(root, node_id("review")))

@@ -22,7 +22,7 @@ from django.db import connections
 
 from orchestrator.localredis import LocalRedis, LocalRedisError, start_local_redis
 from orchestrator.processes import MANAGE, WorkerPools, parse_pools, stop_process
-from orchestrator.stack import HOST, answers, ensure_demo_user, port_is_free
+from orchestrator.stack import HOST, answers, ensure_demo_role_users, ensure_demo_user, port_is_free
 
 
 class Command(BaseCommand):
@@ -48,6 +48,7 @@ class Command(BaseCommand):
             raise CommandError(f"port {port} is in use: pick another with `make run ARGS='--port 8001'`")
         call_command("migrate", interactive=False, verbosity=1)
         login = ensure_demo_user()
+        self.role_users = ensure_demo_role_users()
         call_command("load_demo")
         connections.close_all()  # the supervisor needs no database from here on
         self.stopping = False
@@ -103,6 +104,7 @@ class Command(BaseCommand):
             ("dashboard", f"http://{HOST}:{port}/"),
             ("admin", f"http://{HOST}:{port}/admin/"),
             ("login", login),
+            *(("", line) for line in self.role_users),
             ("workers", self.pool.describe() if self.pool else "none"),
             ("redis", redis),
             ("database", database),
