@@ -205,19 +205,24 @@ def _edges(state: State, source: str) -> Iterator[_Edge]:
     for i, rule in enumerate(state.choices, 1):
         summary = condition_text(rule.condition)
         label = f"{i}. {summary}" if numbered else summary
-        yield _Edge(source, rule.next, "choice", label,
-                    f"{name} → {rule.next}: rule {i}, when {full_condition(rule.condition)}")
+        held = rule.gate is not None
+        yield _Edge(source, rule.next, "gate" if held else "choice", f"{label}, {GATE_LABEL}" if held else label,
+                    f"{name} → {rule.next}: rule {i}, when {full_condition(rule.condition)}"
+                    + (" (a person approves it first)" if held else ""))
     if state.default:
         yield _Edge(source, state.default, "default", "default", f"{name} → {state.default}: when no rule matches")
     for rule in state.catch:
         errors = ", ".join("any error" if e == "*" else str(e) for e in rule.errors) or "any error"
-        yield _Edge(source, rule.next, "catch", f"catch {errors}", f"{name} → {rule.next}: on {errors}")
+        held = rule.gate is not None
+        yield _Edge(source, rule.next, "gate" if held else "catch",
+                    f"catch {errors}, {GATE_LABEL}" if held else f"catch {errors}",
+                    f"{name} → {rule.next}: on {errors}" + (" (a person approves it first)" if held else ""))
     for route in state.routes:
         yield _Edge(source, route, "gate" if gated else "route", f"route, {GATE_LABEL}" if gated else "route",
                     f"{name} → {route}: agent route{gated}")
     if state.to:
         yield _Edge(source, state.to, "handoff", "handoff", f"{name} → {state.to}: handoff")
-    for spec in (state.approval, state.gate):
+    for spec in (state.approval, state.gate, *(rule.gate for rule in (*state.choices, *state.catch))):
         if spec is None:
             continue
         if spec.reject_to:

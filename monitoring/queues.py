@@ -109,6 +109,19 @@ class WorkerRow:
 
 
 @dataclass
+class PoolRow:
+    """Live workers that read the same queues (a bulkhead: ``run_workers --pools slow=1``)."""
+
+    queues: tuple[str, ...]
+    workers: list[str]
+    busy: int
+
+    @property
+    def idle(self) -> int:
+        return len(self.workers) - self.busy
+
+
+@dataclass
 class DeathRow:
     worker: str
     attempts: list[StepAttempt]
@@ -133,6 +146,17 @@ class QueuesReport:
     @property
     def unread(self) -> list[QueueRow]:
         return [q for q in self.queues if not q.readers]
+
+    @property
+    def pools(self) -> list[PoolRow]:
+        """The live workers grouped by the queues they read, each with how many are busy."""
+        grouped: dict[tuple[str, ...], PoolRow] = {}
+        for row in self.workers:
+            queues = tuple(sorted(row.beat.queues))
+            pool = grouped.setdefault(queues, PoolRow(queues, [], 0))
+            pool.workers.append(row.beat.name)
+            pool.busy += 1 if row.running else 0
+        return sorted(grouped.values(), key=lambda pool: pool.queues)
 
 
 def queues_report(now: datetime) -> QueuesReport:

@@ -24,8 +24,10 @@ import uuid
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
+from django.db import OperationalError, connection, transaction
 from django.db.models import Count, Q
 
 from .conf import ratchet_setting
@@ -191,7 +193,9 @@ def approve_as_a_second_person(run_ids: list, approver: Any) -> Counter:
     waiting = ApprovalRequest.objects.filter(run_id__in=run_ids, status=ApprovalStatus.PENDING)
     for request_id in waiting.values_list("pk", flat=True):
         try:
-            approvals.decide(request_id, approver, "approve", "approved by the chaos command")
+            if not without_waiting(partial(approvals.decide, request_id, approver, "approve",
+                                           "approved by the chaos command")):
+                continue
         except InvalidTransition:
             continue  # decided meanwhile, or its run ended
         decisions["approve"] += 1
@@ -211,11 +215,27 @@ def decide_like_an_operator(run_ids: list) -> Counter:
         else:
             decision, result = "retry", None
         try:
-            decide_effect(effect.pk, decision, result=result)
+            if not without_waiting(partial(decide_effect, effect.pk, decision, result=result)):
+                continue
         except InvalidTransition:
             continue  # moved on meanwhile (decided, or its run ended)
         decisions[decision] += 1
     return decisions
+
+
+def without_waiting(decide: Callable[[], Any]) -> bool:
+    """Make one decision, unless its run's row is locked for more than a second: a worker the
+    chaos froze mid-transaction holds it, and the loop that would thaw that worker must not wait
+    on it (the next round tries again). False when it gave up."""
+    try:
+        with transaction.atomic():
+            if connection.vendor == "postgresql":
+                with connection.cursor() as cursor:
+                    cursor.execute("SET LOCAL lock_timeout = '1s'")
+            decide()
+    except OperationalError:
+        return False
+    return True
 
 
 class _Chaos:

@@ -11,7 +11,8 @@ def approval_findings(state: Any) -> list[Any]:
     from .validator import Finding
 
     findings = []
-    for spec, gate in ((state.approval, False), (state.gate, True)):
+    edges = [(rule.gate, True) for rule in (*state.choices, *state.catch)]
+    for spec, gate in ((state.approval, False), (state.gate, True), *edges):
         if spec is None:
             continue
         findings += [Finding("approval", problem, state.name) for problem in spec_findings(spec, gate=gate)]

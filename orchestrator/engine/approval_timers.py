@@ -47,7 +47,7 @@ def expire(request_id: int) -> bool:
                 return False
             return True
         state = definition_for_version(run.version).state(request.state_name)
-        escalation = spec_of(state, request.gate).escalation
+        escalation = spec_of(state, request.gate, request.edge).escalation
         assert escalation is not None  # the validator requires it with on_timeout "escalate"
         assign(request, escalation.approvers)
         request.escalation_level += 1

@@ -52,40 +52,41 @@ NO_EDIT = object()
 CLAIM_STALE_SECONDS = 30 * 60
 
 
-def spec_of(state: State, gate: bool) -> ApprovalSpec:
-    spec = state.gate if gate else state.approval
-    assert spec is not None, f"state '{state.name}' has no {'gate' if gate else 'approval'}"
+def spec_of(state: State, gate: bool, edge: str = "") -> ApprovalSpec:
+    spec = state.edge_gate(edge) if gate else state.approval
+    assert spec is not None, f"state '{state.name}' has no {'gate' if gate else 'approval'} {edge}"
     return spec
 
 
 def request_approval(run: Run, definition: Definition, state: State, log: EventLog, *, line: Line | None,
-                     gate: bool, leads_to: str = "") -> StepAttempt:
-    """The line reached an approval state (or passes a gate): it waits for a decision."""
+                     gate: bool, leads_to: str = "", edge: str = "") -> StepAttempt:
+    """The line reached an approval state (or passes a gate: the state's own transition, or
+    ``edge`` "choice:<i>" / "catch:<i>"): it waits for a decision."""
     now = clock.now()
     attempt = StepAttempt.objects.create(
         run=run, kind=AttemptKind.GATE if gate else AttemptKind.STEP, state_name=state.name,
         sequence=run.steps_used, queue=state.queue, status=AttemptStatus.WAITING, scheduled_at=now,
         branch_path=line.path if line is not None else "", line=line)
-    open_request(run, definition, state, attempt, log, gate=gate, leads_to=leads_to)
+    open_request(run, definition, state, attempt, log, gate=gate, leads_to=leads_to, edge=edge)
     return attempt
 
 
 def open_request(run: Run, definition: Definition, state: State, attempt: StepAttempt, log: EventLog, *,
-                 gate: bool, leads_to: str) -> ApprovalRequest:
+                 gate: bool, leads_to: str, edge: str = "") -> ApprovalRequest:
     """The request of a waiting ``attempt``; a decision kept ahead for it is applied at once."""
-    spec, line, now = spec_of(state, gate), attempt.line, clock.now()
+    spec, line, now = spec_of(state, gate, edge), attempt.line, clock.now()
     seen = view(run, line)
     shown = spec.show or ((state.context_key, "input") if gate else tuple(seen))
     proposed = {key: seen[key] for key in shown if key in seen}
     StepAttempt.objects.filter(pk=attempt.pk).update(input=proposed)
     fields = {
-        "attempt": attempt, "branch_path": attempt.branch_path, "gate": gate, "leads_to": leads_to,
+        "attempt": attempt, "branch_path": attempt.branch_path, "gate": gate, "leads_to": leads_to, "edge": edge,
         "title": title_of(state, spec, gate, leads_to), "outcomes": _outcomes(state, spec, gate, leads_to),
         "proposed": proposed, "edit_key": _edit_key(state, spec), "four_eyes": spec.four_eyes,
         "requested_by_id": run.started_by_id,
     }
     ahead = (ApprovalRequest.objects.filter(run=run, state_name=state.name, status=ApprovalStatus.DECIDED,
-                                            attempt__isnull=True).order_by("id").first())
+                                            attempt__isnull=True, edge=edge).order_by("id").first())
     if ahead is not None:
         for name, value in fields.items():
             setattr(ahead, name, value)
@@ -137,10 +138,10 @@ def reopen_claimed(claim: Claim) -> None:
             log.flush()
             return
         gate = attempt.kind == AttemptKind.GATE
-        earlier = (ApprovalRequest.objects.filter(run=run, state_name=attempt.state_name, gate=gate,
-                                                  attempt__sequence=attempt.sequence)
-                   .order_by("-id").values_list("leads_to", flat=True).first())
-        open_request(run, claim.definition, claim.state, attempt, log, gate=gate, leads_to=earlier or "")
+        leads_to, edge = (ApprovalRequest.objects.filter(run=run, state_name=attempt.state_name, gate=gate,
+                                                         attempt__sequence=attempt.sequence)
+                          .order_by("-id").values_list("leads_to", "edge").first() or ("", ""))
+        open_request(run, claim.definition, claim.state, attempt, log, gate=gate, leads_to=leads_to, edge=edge)
         save_run(run)
         log.flush()
 

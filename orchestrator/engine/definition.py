@@ -19,12 +19,14 @@ TERMINAL_TYPES = frozenset({"succeed", "fail"})
 class CatchRule:
     errors: tuple[str, ...]
     next: str
+    gate: ApprovalSpec | None = None  # a person approves this transition first
 
 
 @dataclass(frozen=True)
 class ChoiceRule:
     condition: dict[str, Any]
     next: str
+    gate: ApprovalSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -127,9 +129,18 @@ class State:
         targets += [c.next for c in self.choices]
         targets += [self.default] if self.default else []
         targets += [c.next for c in self.catch]
-        for spec in (self.approval, self.gate):
+        for spec in (self.approval, self.gate, *(rule.gate for rule in (*self.choices, *self.catch))):
             targets += spec.targets() if spec is not None else []
         return targets
+
+    def edge_gate(self, edge: str) -> ApprovalSpec | None:
+        """The gate of one of this state's transitions: "" (its own), "choice:<i>" or "catch:<i>"."""
+        kind, _, index = edge.partition(":")
+        if kind == "choice":
+            return self.choices[int(index)].gate
+        if kind == "catch":
+            return self.catch[int(index)].gate
+        return self.gate
 
 
 @dataclass(frozen=True)
@@ -172,8 +183,8 @@ def build_state(name: str, raw: dict[str, Any], scope: str = "", queue: str = "d
         timeout_seconds=raw.get("timeout_seconds"),
         heartbeat_seconds=raw.get("heartbeat_seconds"),
         retry=tuple(RetryRule.from_dict(r) for r in raw.get("retry", [])),
-        catch=tuple(CatchRule(tuple(c.get("errors", ["*"])), c["next"]) for c in raw.get("catch", [])),
-        choices=tuple(ChoiceRule(c["condition"], c["next"]) for c in raw.get("choices", [])),
+        catch=tuple(CatchRule(tuple(c.get("errors", ["*"])), c["next"], _gate(c)) for c in raw.get("catch", [])),
+        choices=tuple(ChoiceRule(c["condition"], c["next"], _gate(c)) for c in raw.get("choices", [])),
         default=raw.get("default"),
         seconds=raw.get("seconds"),
         seconds_path=raw.get("seconds_path"),
@@ -203,9 +214,14 @@ def build_state(name: str, raw: dict[str, Any], scope: str = "", queue: str = "d
         workflow=raw.get("workflow"),
         version=raw.get("version"),
         approval=ApprovalSpec.from_raw(raw) if raw["type"] == "approval" else None,
-        gate=ApprovalSpec.from_raw(raw["requires_approval"]) if isinstance(raw.get("requires_approval"), dict)
-        else None,
+        gate=_gate(raw),
     )
+
+
+def _gate(raw: dict[str, Any]) -> ApprovalSpec | None:
+    """The approval a transition (a state's own, a choice rule's, a catch rule's) waits for."""
+    spec = raw.get("requires_approval")
+    return ApprovalSpec.from_raw(spec) if isinstance(spec, dict) else None
 
 
 MAP_BRANCH = "item"

@@ -75,7 +75,9 @@ def enter_state(
             line.position = name
             Line.objects.filter(pk=line.pk).update(position=name)
         if state.type == "choice":
-            name = _choose(run, line, state, log)
+            name, gate = _choose(run, line, state, log)
+            if gate:
+                return request_gate(run, definition, state, log, line=line, leads_to=name, edge=gate)
             continue
         if state.type == "handoff":
             handed = _hand_off(run, definition, line, state, log)
@@ -142,14 +144,34 @@ def _hand_off(run: Run, definition: Definition, line: Line | None, state: State,
     return payload
 
 
-def _choose(run: Run, line: Line | None, state: State, log: EventLog) -> str:
+def _choose(run: Run, line: Line | None, state: State, log: EventLog) -> tuple[str, str]:
+    """The state the first matching rule leads to, and the edge's name if a person must approve
+    that transition ("choice:<i>"; "" when not)."""
     seen = view(run, line)
     for index, rule in enumerate(state.choices):
         if guards.evaluate(rule.condition, seen):
             log.add(EventKind.CHOICE_TAKEN, state_name=state.name, next=rule.next, rule=index)
-            return rule.next
+            return rule.next, f"choice:{index}" if rule.gate is not None else ""
     log.add(EventKind.CHOICE_TAKEN, state_name=state.name, next=state.default, rule="default")
-    return state.default  # type: ignore[return-value]
+    return state.default, ""  # type: ignore[return-value]
+
+
+def request_gate(run: Run, definition: Definition, state: State, log: EventLog, *, line: Line | None,
+                 leads_to: str, edge: str = "") -> StepAttempt:
+    """A person must approve this transition out of ``state`` before the line goes on."""
+    from .approvals import request_approval  # approvals builds on this module
+
+    return request_approval(run, definition, state, log, line=line, gate=True, leads_to=leads_to, edge=edge)
+
+
+def take_catch(run: Run, definition: Definition, state: State, index: int, log: EventLog, *,
+               line: Line | None) -> None:
+    """Follow the state's catch rule ``index`` (through its gate, when it has one)."""
+    rule = state.catch[index]
+    if rule.gate is not None:
+        request_gate(run, definition, state, log, line=line, leads_to=rule.next, edge=f"catch:{index}")
+    else:
+        enter_state(run, definition, rule.next, log, line=line)
 
 
 def go_on(run: Run, definition: Definition, state: State, output: Any, log: EventLog, *,
@@ -169,9 +191,7 @@ def go_on(run: Run, definition: Definition, state: State, output: Any, log: Even
             log.add(EventKind.ROUTE_TAKEN, state_name=state.name, next=route)
             target = route
     if state.gate is not None:
-        from .approvals import request_approval  # approvals builds on this module
-
-        return request_approval(run, definition, state, log, line=line, gate=True, leads_to=target or "")
+        return request_gate(run, definition, state, log, line=line, leads_to=target or "")
     if target is None:  # the state ends its line
         end_line(run, definition, line, output, log, state_name=state.name)
         return None
@@ -403,10 +423,10 @@ def fail_fork(run: Run, definition: Definition, fork: Fork, error: dict[str, Any
     parent = fork.line
     if not is_live(run, parent):
         return
-    for rule in state.catch:
+    for index, rule in enumerate(state.catch):
         if error_matches(list(rule.errors), error):
             store(run, parent, state.context_key, {"error": error})
             log.add(EventKind.STEP_CAUGHT, state_name=state.name, next=rule.next, error_type=error.get("type"))
-            enter_state(run, definition, rule.next, log, line=parent)
+            take_catch(run, definition, state, index, log, line=parent)
             return
     fail_line(run, definition, parent, error, failure_mode, log, state_name=state.name, cause=cause)

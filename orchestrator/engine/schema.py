@@ -33,6 +33,7 @@ _catch = {
     "properties": {
         "errors": {"type": "array", "items": {"type": "string", "minLength": 1}, "minItems": 1},
         "next": {"type": "string"},
+        "requires_approval": GATE_SCHEMA,
     },
 }
 _common = {
@@ -94,7 +95,8 @@ _choice = {
             "type": "object",
             "additionalProperties": False,
             "required": ["condition", "next"],
-            "properties": {"condition": {"type": "object"}, "next": {"type": "string"}},
+            "properties": {"condition": {"type": "object"}, "next": {"type": "string"},
+                           "requires_approval": GATE_SCHEMA},
         },
     },
     "default": {"type": "string"},

@@ -44,7 +44,7 @@ from .model_calls import unreported_usage
 from .ratelimits import conform, limit_for
 from .retry import RetryRule, error_matches, next_retry_delay
 from .runstate import fail_run, finish_compensation, pause_run, save_run
-from .scheduling import enter_state, fail_line, go_on
+from .scheduling import fail_line, go_on, take_catch
 from .tool_guards import breakers_of, calls_due, limits_of
 
 FAILED_STATUSES = (AttemptStatus.FAILED, AttemptStatus.TIMED_OUT)
@@ -285,11 +285,11 @@ def handle_failure(run: Run, attempt: StepAttempt, error: dict[str, Any], failur
     if not live:
         return
     state = definition.state(attempt.state_name)
-    for rule in state.catch:
+    for index, rule in enumerate(state.catch):
         if error_matches(list(rule.errors), error):
             store(run, attempt.line, state.context_key, {"error": error})
             log.add(EventKind.STEP_CAUGHT, attempt, next=rule.next, error_type=error.get("type"))
-            enter_state(run, definition, rule.next, log, line=attempt.line)
+            take_catch(run, definition, state, index, log, line=attempt.line)
             return
     fail_line(run, definition, attempt.line, error, failure_mode, log, state_name=state.name, cause=attempt)
 

@@ -30,6 +30,8 @@ class ApprovalRequest(models.Model):
     branch_path = models.CharField(max_length=300, blank=True, default="")
     gate = models.BooleanField(default=False, help_text="A gate on the state's outgoing transition.")
     leads_to = models.CharField(max_length=100, blank=True, help_text="A gate's target ('' = the line ends).")
+    edge = models.CharField(max_length=20, blank=True,
+                            help_text="Which transition a gate holds: '' (the state's), 'choice:<i>' or 'catch:<i>'.")
     title = models.CharField(max_length=200, blank=True)
     outcomes = models.JSONField(default=list, blank=True, help_text="[[outcome, state or ''], ...]")
     proposed = models.JSONField(null=True, blank=True, help_text="What the reviewer is shown.")

@@ -351,3 +351,56 @@ def test_approval_definitions_are_checked():
     assert "on_timeout needs due_seconds" in text
     assert "editable must name the context path" in text
     assert "permission 'orchestrator.nope' does not exist" in text
+
+
+def test_a_gate_on_a_choice_rule_holds_only_that_transition(people):
+    publish({"name": "choosy", "start_at": "size", "states": {
+        "size": {"type": "choice", "default": "small", "choices": [
+            {"condition": {"path": "input.amount", "op": "gt", "value": 100}, "next": "large",
+             "requires_approval": {"approvers": {"groups": ["finance"]}, "title": "Large amount"}}]},
+        "large": task("test.answer", args={"output": "large"}, end=True),
+        "small": task("test.answer", args={"output": "small"}, end=True)}})
+    small = play(start_run("choosy", {"amount": 5}, user=people["requester"])[0])
+    assert small.status == RunStatus.SUCCEEDED and not ApprovalRequest.objects.filter(run=small).exists()
+    large = play(start_run("choosy", {"amount": 500}, user=people["requester"])[0])
+    request = pending(large)
+    assert large.status == RunStatus.WAITING and request.edge == "choice:0" and request.leads_to == "large"
+    assert request.title == "Large amount" and not large.attempts.filter(state_name="large").exists()
+    approvals.decide(request.pk, people["ann"], "approve")
+    assert play(large).output == "large"
+
+
+def test_a_gate_on_a_catch_rule_asks_before_the_error_path_is_taken(people):
+    publish({"name": "caught", "start_at": "call", "states": {
+        "call": task("demo.always_fails", next="done", catch=[
+            {"errors": ["*"], "next": "fallback",
+             "requires_approval": {"approvers": {"groups": ["finance"]}, "reject": "given_up"}}]),
+        "fallback": task("test.answer", args={"output": "fallback"}, end=True),
+        "given_up": task("test.answer", args={"output": "given up"}, end=True),
+        "done": task("demo.noop", end=True)}})
+    run = play(start_run("caught", user=people["requester"])[0])
+    request = pending(run)
+    assert request.edge == "catch:0" and request.leads_to == "fallback"
+    assert request.proposed["call"]["error"]["type"] == "RuntimeError"  # the error that led here
+    approvals.decide(request.pk, people["bob"], "reject", "do not fall back")
+    assert play(run).output == "given up"
+
+
+def test_the_decide_approval_command_keeps_an_early_decision_or_says_why_not(people):
+    import io
+
+    from django.core.management import CommandError, call_command
+
+    publish({"name": "later2", "start_at": "wait", "states": {
+        "wait": {"type": "wait", "seconds": 60, "next": "review"},
+        "review": {"type": "approval", "approvers": {"groups": ["finance"]}, "next": "done"},
+        "done": task("demo.noop", end=True)}})
+    run = start_run("later2", user=people["requester"])[0]
+    with pytest.raises(CommandError, match="refused: four-eyes"):
+        call_command("decide_approval", str(run.pk), "review", "approve", "--user", "requester")
+    out = io.StringIO()
+    call_command("decide_approval", str(run.pk), "review", "approve", "--user", "ann", "--comment", "ok", stdout=out)
+    assert "kept until the run reaches it" in out.getvalue()
+    assert ApprovalRequest.objects.get(run=run).comment == "ok"
+    with pytest.raises(CommandError, match="no user named 'nobody'"):
+        call_command("decide_approval", str(run.pk), "review", "approve", "--user", "nobody")

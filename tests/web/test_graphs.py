@@ -388,12 +388,15 @@ def test_gates_and_approval_outcomes_are_labelled_edges_with_escaped_names():
                   "requires_approval": {"title": NASTY}},
         "review": {"type": "approval", "approvers": {"groups": ["<b>finance</b>"]}, "next": "send",
                    "reject": "closed", "outcomes": {"ask_more": "draft"}},
-        "send": {"type": "task", "handler": "demo.noop", "end": True, "requires_approval": {}},
+        "send": {"type": "task", "handler": "demo.noop", "next": "big", "requires_approval": {},
+                 "catch": [{"errors": ["Bounced"], "next": "closed", "requires_approval": {}}]},
+        "big": {"type": "choice", "default": "closed", "choices": [
+            {"condition": {"path": "input.x", "op": "gt", "value": 1}, "next": "closed", "requires_approval": {}}]},
         "closed": {"type": "succeed"}}})
     root = parse(render_svg(definition))
     assert_only_svg_vocabulary(root)
-    assert [text_of(e) for e in edges(root, "gate")] == ["needs approval"]
-    assert "needs approval" in {text_of(e) for e in edges(root, "end")}  # send's gated end of the run
+    assert sorted(text_of(e) for e in edges(root, "gate")) == [
+        "catch Bounced, needs approval", "input.x > 1, needs approval", "needs approval", "needs approval"]
     assert [text_of(e) for e in edges(root, "reject")] == ["reject"]
     assert [text_of(e) for e in edges(root, "outcome")] == ["ask_more"]
     assert "approve" in {text_of(e) for e in edges(root, "next")}

@@ -69,6 +69,13 @@ def test_workers_show_what_they_run_and_recent_deaths_their_lost_attempts(viewer
     assert "host.old" not in deaths_part  # lost two hours ago
 
 
+def test_each_pool_of_workers_shows_its_queues_and_how_many_are_busy(viewer, page_data):
+    pools = get(viewer).content.decode().split("<h2>Pools</h2>", 1)[1].split("</table>", 1)[0]
+    rows = [row.split("</th>")[0] for row in pools.split('<th scope="row">')[1:]]
+    assert rows == ["default", "default, slow"]  # host.2 reads default; host.1 reads default and slow
+    assert '<th scope="row">default, slow</th><td><span title="host.1">1</span></td><td>1</td><td>0</td>' in pools
+
+
 def test_attempts_running_on_a_worker_not_seen_lately_are_pointed_out(viewer, page_data):
     workers.gone("host.1")  # its attempt on the busy run is still marked running
     text = get(viewer).content.decode()

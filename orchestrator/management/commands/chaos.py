@@ -1,3 +1,4 @@
+import signal
 import sys
 
 from django.core.management import call_command
@@ -30,6 +31,9 @@ class Command(BaseCommand):
 
     def handle(self, workflow, runs, workers, kill_every, pause_every, flush_redis_every, strict, timeout, pack_seconds,
                effect_seconds, **options):
+        # Stopped from outside (a CI timeout): unwind, so the workers it started are stopped and
+        # thawed, not left frozen holding locks.
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(128 + signum))
         call_command("load_demo", stdout=self.stderr)
         options = ChaosOptions(workflow=workflow, runs=runs, workers=workers, kill_every=kill_every,
                                flush_every=flush_redis_every, pause_every=pause_every, strict=strict,
