@@ -46,7 +46,7 @@ from .lines import is_live, store, view
 from .runstate import save_run
 from .scheduling import end_line, enter_state, fail_line
 from .storable import ensure_storable
-from .transitions import fence, lock_run
+from .transitions import lock_run, wait_on
 
 NO_EDIT = object()
 CLAIM_STALE_SECONDS = 30 * 60
@@ -133,9 +133,7 @@ def reopen_claimed(claim: Claim) -> None:
     with transaction.atomic():
         run = lock_run(attempt.run_id)
         log = EventLog(run)
-        if not fence(claim, status=AttemptStatus.WAITING, lease_expires_at=None, timeout_at=None):
-            log.add(EventKind.RESULT_DISCARDED, attempt, worker=claim.worker)
-            log.flush()
+        if not wait_on(claim, log):
             return
         gate = attempt.kind == AttemptKind.GATE
         leads_to, edge = (ApprovalRequest.objects.filter(run=run, state_name=attempt.state_name, gate=gate,

@@ -34,7 +34,7 @@ from .eventlog import EventLog
 from .reconnect import with_db_retry
 from .runstate import fail_run, save_run
 from .scheduling import enter_state
-from .transitions import after_failure, after_success, fence, lock_run
+from .transitions import after_failure, after_success, lock_run, wait_on
 
 logger = logging.getLogger("ratchet.children")
 
@@ -45,11 +45,8 @@ def start_child(claim: Claim) -> Run | None:
     with transaction.atomic():
         parent = lock_run(attempt.run_id)
         log = EventLog(parent)
-        if not fence(claim, status=AttemptStatus.WAITING, lease_expires_at=None, timeout_at=None):
-            log.add(EventKind.RESULT_DISCARDED, attempt, worker=claim.worker)
-            log.flush()
+        if not wait_on(claim, log):
             return None
-        attempt.status = AttemptStatus.WAITING
         cap = limits(claim.definition, parent).max_depth
         try:
             version = _version_to_start(state.workflow, state.version)  # type: ignore[arg-type]

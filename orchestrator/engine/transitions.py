@@ -123,6 +123,17 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
     return Claim(attempt=attempt, run=attempt.run, definition=definition, token=token, worker=worker)
 
 
+def wait_on(claim: Claim, log: EventLog) -> bool:
+    """A claimed attempt that waits (on a child run, or a person) gives its worker and lease up.
+    False when the claim is no longer ours: the discarded result is logged and flushed."""
+    if fence(claim, status=AttemptStatus.WAITING, lease_expires_at=None, timeout_at=None):
+        claim.attempt.status = AttemptStatus.WAITING
+        return True
+    log.add(EventKind.RESULT_DISCARDED, claim.attempt, worker=claim.worker)
+    log.flush()
+    return False
+
+
 def _held_back(attempt: StepAttempt, state: Any, now: Any) -> bool:
     """Put the step back (True) while a breaker of what it calls is open, or a rate limit has no
     slot for it yet: its handler's, or those of the tools an agent's visit is about to call."""
