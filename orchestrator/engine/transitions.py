@@ -102,7 +102,7 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
             return None
         definition = definition_for_version(attempt.run.version)
         state = definition.states.get(attempt.state_name) if attempt.kind == AttemptKind.STEP else None
-        if _held_back(attempt, state, now):
+        if _held_back(attempt, state):
             return None
         now = clock.now()  # a short wait for a rate limit may have passed
         lease = ratchet_setting("LEASE_SECONDS")
@@ -134,18 +134,18 @@ def wait_on(claim: Claim, log: EventLog) -> bool:
     return False
 
 
-def _held_back(attempt: StepAttempt, state: Any, now: Any) -> bool:
+def _held_back(attempt: StepAttempt, state: Any) -> bool:
     """Put the step back (True) while a breaker of what it calls is open, or a rate limit has no
     slot for it yet: its handler's, or those of the tools an agent's visit is about to call."""
     tools = calls_due(attempt, state)
     handler_breaker, handler_limit = breaker_for(state), limit_for(state)
     for name, breaker in ([handler_breaker] if handler_breaker else []) + breakers_of(tools):
         if (wait := admit(name, breaker, attempt.pk)) > 0:
-            _put_back(attempt, wait, now, EventKind.CIRCUIT_OPEN, handler=name, breaker=breaker.describe())
+            _put_back(attempt, wait, EventKind.CIRCUIT_OPEN, handler=name, breaker=breaker.describe())
             return True
     for name, limit in ([handler_limit] if handler_limit else []) + limits_of(tools):
         if (wait := conform(name, limit, attempt.pk)) > 0:
-            _put_back(attempt, wait, clock.now(), EventKind.THROTTLED, handler=name, limit=limit.describe())
+            _put_back(attempt, wait, EventKind.THROTTLED, handler=name, limit=limit.describe())
             return True
     return False
 
@@ -330,11 +330,14 @@ def pause_for_effect(claim: Claim, error: dict[str, Any], effect_key: str) -> No
         log.flush()
 
 
-def _put_back(attempt: StepAttempt, wait: float, now: Any, kind: str, **data: Any) -> None:
+def _put_back(attempt: StepAttempt, wait: float, kind: str, **data: Any) -> None:
     """Put a scheduled step back for ``wait`` seconds (its handler's rate limit or open circuit
-    breaker): no worker held, not a failure, not a retry; the sweeper dispatches it when due."""
+    breaker): no worker held, not a failure, not a retry; the sweeper dispatches it when due.
+
+    The wait counts from now, when Redis answered, not from when the claim began: counted from
+    an earlier instant the step came back before the breaker half-opened and was put back again."""
     if StepAttempt.objects.filter(pk=attempt.pk, status=AttemptStatus.SCHEDULED).update(
-        not_before=now + timedelta(seconds=wait), dispatched_at=None,
+        not_before=clock.now() + timedelta(seconds=wait), dispatched_at=None,
     ):
         log = EventLog(attempt.run_id)
         log.add(kind, attempt, wait_ms=round(wait * 1000, 1), **data)
