@@ -8,6 +8,9 @@ class MonitoringConfig(AppConfig):
         from orchestrator.engine.signals import swept
 
         from .bulk import resume_stalled
+        from .rollups import roll_up_after_sweep
 
         # Bulk operations whose job was lost (a worker killed, Redis flushed) go on after a sweep.
         swept.connect(resume_stalled, dispatch_uid="monitoring.bulk.resume_stalled")
+        # Hours that closed are rolled up for the KPI dashboards of long windows.
+        swept.connect(roll_up_after_sweep, dispatch_uid="monitoring.rollups.roll_up_after_sweep")

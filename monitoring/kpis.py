@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -70,6 +69,15 @@ from orchestrator.models import (
     WorkflowVersion,
 )
 
+from .kpi_figures import (
+    KpiPoint,
+    KpiReport,
+    StateLatency,
+    VersionFilter,
+    WorkflowFilter,
+    point_from,
+    report_from,
+)
 from .percentiles import BucketIndex, DateBin, PercentileCont, SecondsBetween, percentiles, seconds_between
 
 __all__ = [
@@ -94,10 +102,11 @@ COMPENSATION_EFFECT_STATUSES = (EffectStatus.COMPENSATING, EffectStatus.COMPENSA
 # the sweeper or a canceller notices, which says nothing about the state.
 TIMED_ATTEMPT_STATUSES = (AttemptStatus.SUCCEEDED, AttemptStatus.FAILED, AttemptStatus.TIMED_OUT)
 MAX_BUCKETS = 1000
+# Windows at least this long are read from the hourly rollups (rolled_kpis.py); shorter ones
+# are exact, from the runs and attempts themselves.
+ROLLED_SPAN = timedelta(days=2)
 COST_FIELD = DecimalField(max_digits=20, decimal_places=6)
 
-WorkflowFilter = str | Workflow | None
-VersionFilter = int | WorkflowVersion | None
 
 
 # --- filters and windows ---------------------------------------------------------------------
@@ -123,7 +132,7 @@ def _check_window(start: datetime, end: datetime) -> None:
         raise ValueError(f"a KPI window must end after it starts ({start} .. {end})")
 
 
-def _run_scope(workflow: WorkflowFilter, version: VersionFilter, prefix: str = "") -> Q:
+def run_scope(workflow: WorkflowFilter, version: VersionFilter, prefix: str = "") -> Q:
     """Rows of runs of ``workflow`` (a name or a Workflow) and ``version`` (a number, which
     needs the workflow, or a WorkflowVersion). ``prefix`` reaches the run from another model."""
     q = Q()
@@ -140,7 +149,7 @@ def _run_scope(workflow: WorkflowFilter, version: VersionFilter, prefix: str = "
     return q
 
 
-def _top_level(workflow: WorkflowFilter, version: VersionFilter) -> Q:
+def top_level(workflow: WorkflowFilter, version: VersionFilter) -> Q:
     """Run KPIs without a workflow filter count tasks people started, not their sub-runs."""
     return Q(parent__isnull=True) if workflow is None and version is None else Q()
 
@@ -149,42 +158,46 @@ def _finished_in(start: datetime, end: datetime, prefix: str = "") -> Q:
     return Q(**{f"{prefix}status__in": TERMINAL, f"{prefix}finished_at__gte": start, f"{prefix}finished_at__lt": end})
 
 
-def _rate(numerator: int | None, denominator: int | None) -> float | None:
-    return numerator / denominator if denominator else None
-
-
-def _per_minute(count: int, start: datetime, end: datetime) -> float:
-    return count / ((end - start).total_seconds() / 60)
-
-
-def _per_task(total: Any, succeeded: int) -> Any:
-    if not succeeded:
-        return None
-    if isinstance(total, Decimal):
-        return (total / succeeded).quantize(Decimal("0.000001"))
-    return total / succeeded
-
-
 # --- KPI families: each one query, grouped by ``group`` (or not) --------------------------------
+
+
+def run_wall_seconds() -> Any:
+    """A run's latency: created -> finished."""
+    return seconds_between(F("created_at"), F("finished_at"))
+
+
+def run_net_seconds() -> Any:
+    """A run's latency without the time it waited for people."""
+    return Greatest(run_wall_seconds() - F("human_wait_seconds"), Value(0.0), output_field=FloatField())
+
+
+def queue_wait_seconds() -> Any:
+    """An attempt's wait for a worker: claimed minus due (``not_before`` after a backoff or a
+    timer, else ``scheduled_at``: a deliberate delay is not time spent waiting)."""
+    return Greatest(seconds_between(Coalesce(F("not_before"), F("scheduled_at")), F("claimed_at")), Value(0.0),
+                    output_field=FloatField())
+
+
+def attempt_run_seconds() -> Any:
+    """How long an attempt ran: claimed -> finished."""
+    return seconds_between(F("claimed_at"), F("finished_at"))
 
 
 def _by_bucket(group: Any) -> dict[str, Any] | None:
     return None if group is None else {"bucket": group}
 
 
-def _run_counts(
-    workflow: WorkflowFilter, version: VersionFilter, start: datetime, end: datetime,
-    group: Any = None, *, with_started: bool = False,
-) -> dict[Any, dict[str, Any]]:
-    """Counts and sums over terminal runs finished in the window (see the module docstring)."""
-    finished = _finished_in(start, end)
+def run_aggregates(end: datetime, finished: Q | None = None) -> dict[str, Any]:
+    """Counts and sums of terminal runs (``finished``: which of them; all rows by default).
+    A run counts as compensated when its saga started before ``end``."""
+    finished = finished if finished is not None else Q()
     # Uncorrelated IN subqueries: the database builds each set once (a hash), instead of a
     # lookup per run.
     compensated = Q(
         pk__in=Event.objects.filter(kind=EventKind.COMPENSATION_STARTED, created_at__lt=end).values("run_id")
     ) | Q(pk__in=Effect.objects.filter(status__in=COMPENSATION_EFFECT_STATUSES).values("run_id"))
     resumed = finished & Q(resume_count__gt=0)
-    aggregates: dict[str, Any] = {
+    return {
         "finished": Count("pk", filter=finished),
         "succeeded": Count("pk", filter=finished & Q(status=RunStatus.SUCCEEDED)),
         "failed": Count("pk", filter=finished & Q(status=RunStatus.FAILED)),
@@ -196,7 +209,31 @@ def _run_counts(
         "tokens": Coalesce(Sum("tokens_used", filter=finished), 0),
         "cost": Coalesce(Sum("cost_used", filter=finished), Value(Decimal(0)), output_field=COST_FIELD),
     }
-    runs = Run.objects.filter(_run_scope(workflow, version) & _top_level(workflow, version)).order_by()
+
+
+# Ledger rows: one row is one distinct effect key.
+EFFECT_AGGREGATES = {
+    "effect_keys": Count("pk"),
+    "duplicated": Count("pk", filter=Q(duplicates__gt=0)),
+    "possible_duplicates": Count("pk", filter=Q(unknown_retries__gt=0)),
+    "dedup_hits": Coalesce(Sum("dedup_hits"), 0),
+}
+# Step attempts. A retry is a new try after a failure (attempt > 1 and not a resume): resumes
+# after a lost worker are counted by the resume KPI, not here.
+STEP_AGGREGATES = {
+    "steps": Count("pk"),
+    "retries": Count("pk", filter=Q(attempt__gt=1, resumed_from__isnull=True)),
+}
+
+
+def _run_counts(
+    workflow: WorkflowFilter, version: VersionFilter, start: datetime, end: datetime,
+    group: Any = None, *, with_started: bool = False,
+) -> dict[Any, dict[str, Any]]:
+    """Counts and sums over terminal runs finished in the window (see the module docstring)."""
+    finished = _finished_in(start, end)
+    aggregates = run_aggregates(end, finished)
+    runs = Run.objects.filter(run_scope(workflow, version) & top_level(workflow, version)).order_by()
     where = finished
     if with_started:
         started = Q(created_at__gte=start, created_at__lt=end)
@@ -216,12 +253,11 @@ def _run_latency(
 ) -> dict[Any, dict[str, Any]]:
     """Wall time (created -> finished) of succeeded runs, with and without human wait."""
     runs = Run.objects.filter(
-        _run_scope(workflow, version) & _top_level(workflow, version) & _finished_in(start, end),
+        run_scope(workflow, version) & top_level(workflow, version) & _finished_in(start, end),
         status=RunStatus.SUCCEEDED,
     )
-    wall = seconds_between(F("created_at"), F("finished_at"))
-    net = Greatest(wall - F("human_wait_seconds"), Value(0.0), output_field=FloatField())
-    result = percentiles(runs, {"latency": wall, "latency_net": net}, ps, _by_bucket(group))
+    result = percentiles(runs, {"latency": run_wall_seconds(), "latency_net": run_net_seconds()}, ps,
+                         _by_bucket(group))
     return {(k[0] if k else None): v for k, v in result.items()}
 
 
@@ -229,13 +265,8 @@ def _effect_counts(
     workflow: WorkflowFilter, version: VersionFilter, start: datetime, end: datetime, group: Any = None,
 ) -> dict[Any, dict[str, Any]]:
     """Ledger rows of runs that finished in the window; one row is one distinct effect key."""
-    effects = Effect.objects.filter(_run_scope(workflow, version, "run__") & _finished_in(start, end, "run__"))
-    aggregates = {
-        "effect_keys": Count("pk"),
-        "duplicated": Count("pk", filter=Q(duplicates__gt=0)),
-        "possible_duplicates": Count("pk", filter=Q(unknown_retries__gt=0)),
-        "dedup_hits": Coalesce(Sum("dedup_hits"), 0),
-    }
+    effects = Effect.objects.filter(run_scope(workflow, version, "run__") & _finished_in(start, end, "run__"))
+    aggregates = EFFECT_AGGREGATES
     effects = effects.order_by()
     if group is None:
         return {None: effects.aggregate(**aggregates)}
@@ -246,18 +277,11 @@ def _effect_counts(
 def _step_counts(
     workflow: WorkflowFilter, version: VersionFilter, start: datetime, end: datetime, group: Any = None,
 ) -> dict[Any, dict[str, Any]]:
-    """Step attempts (not compensations) that finished in the window, whatever their outcome.
-
-    A retry is a new try after a failure (attempt > 1 and not a resume): resumes after a lost
-    worker are counted by the resume KPI, not here.
-    """
+    """Step attempts (not compensations) that finished in the window, whatever their outcome."""
     attempts = StepAttempt.objects.filter(
-        _run_scope(workflow, version, "run__"), kind=AttemptKind.STEP, finished_at__gte=start, finished_at__lt=end
+        run_scope(workflow, version, "run__"), kind=AttemptKind.STEP, finished_at__gte=start, finished_at__lt=end
     ).order_by()
-    aggregates = {
-        "steps": Count("pk"),
-        "retries": Count("pk", filter=Q(attempt__gt=1, resumed_from__isnull=True)),
-    }
+    aggregates = STEP_AGGREGATES
     if group is None:
         return {None: attempts.aggregate(**aggregates)}
     rows = attempts.annotate(kg_bucket=group).values("kg_bucket").annotate(**aggregates)
@@ -268,23 +292,15 @@ def _queue_wait(
     workflow: WorkflowFilter, version: VersionFilter, start: datetime, end: datetime,
     ps: Sequence[float], group: Any = None,
 ) -> dict[Any, dict[str, Any]]:
-    """Claimed minus due, for every attempt (steps and compensations) claimed in the window.
-
-    "Due" is ``not_before`` when the attempt waited on a backoff or a timer, else
-    ``scheduled_at``: a deliberate delay is not time spent waiting for a worker.
-    """
+    """Queue wait of every attempt (steps and compensations) claimed in the window."""
     attempts = StepAttempt.objects.filter(
-        _run_scope(workflow, version, "run__"), claimed_at__gte=start, claimed_at__lt=end
+        run_scope(workflow, version, "run__"), claimed_at__gte=start, claimed_at__lt=end
     )
-    wait = Greatest(
-        seconds_between(Coalesce(F("not_before"), F("scheduled_at")), F("claimed_at")), Value(0.0),
-        output_field=FloatField(),
-    )
-    result = percentiles(attempts, {"queue_wait": wait}, ps, _by_bucket(group))
+    result = percentiles(attempts, {"queue_wait": queue_wait_seconds()}, ps, _by_bucket(group))
     return {(k[0] if k else None): v for k, v in result.items()}
 
 
-def _approval_wait(
+def approval_wait(
     workflow: WorkflowFilter, version: VersionFilter, start: datetime, end: datetime, ps: Sequence[float],
 ) -> dict[str, Any]:
     """Decisions made in the window: time from the latest request of the same state in the
@@ -294,7 +310,7 @@ def _approval_wait(
         created_at__lte=OuterRef("created_at"),
     ).order_by("-created_at", "-id").values("created_at")[:1]
     decisions = Event.objects.filter(
-        _run_scope(workflow, version, "run__"), kind=EventKind.APPROVAL_DECIDED,
+        run_scope(workflow, version, "run__"), kind=EventKind.APPROVAL_DECIDED,
         created_at__gte=start, created_at__lt=end,
     )
     return percentiles(decisions, {"approval_wait": seconds_between(Subquery(requested), F("created_at"))}, ps)[None]
@@ -303,160 +319,27 @@ def _approval_wait(
 # --- public API ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class KpiReport:
-    """Every KPI of DESIGN.md section 6 for one window (``[start, end)``) and filter.
-
-    Rates are fractions (0..1) and ``None`` when their denominator is 0; percentiles are
-    seconds and ``None`` when nothing was measured; counts and totals are 0 then.
-    """
-
-    start: datetime
-    end: datetime
-    workflow: str | None
-    version: int | None
-    # Terminal runs finished in the window (top-level only without a workflow filter).
-    finished: int
-    succeeded: int
-    failed: int
-    cancelled: int
-    # Runs created in the window, and those of them that have not reached a terminal status.
-    started: int
-    unfinished: int
-    completion_rate: float | None  # succeeded / finished
-    # Wall time (created -> finished) of succeeded runs, and the same minus human_wait_seconds.
-    latency_p50: float | None
-    latency_p95: float | None
-    latency_p99: float | None
-    latency_net_p50: float | None
-    latency_net_p95: float | None
-    latency_net_p99: float | None
-    resumed: int  # finished runs that resumed at least once after a lost worker
-    resumed_succeeded: int
-    resume_success_rate: float | None  # resumed_succeeded / resumed
-    # Effects of runs (child runs too) finished in the window.
-    effect_keys: int
-    duplicated_effects: int  # keys executed more than once (Effect.duplicates > 0)
-    duplicate_effect_rate: float | None  # duplicated_effects / effect_keys
-    dedup_hits: int  # re-executions the ledger prevented
-    possible_duplicates: int  # keys re-executed after an outcome nobody knew (unknown_retries > 0)
-    # Usage of every attempt of the finished runs (failed ones too), per succeeded run.
-    tokens: int
-    cost: Decimal
-    tokens_per_task: float | None
-    cost_per_task: Decimal | None
-    runs_per_minute: float  # finished / window minutes
-    steps_finished: int  # step attempts (any outcome) finished in the window, child runs too
-    steps_per_minute: float
-    retries: int  # step attempts finished in the window that retried a failure (not resumes)
-    retry_rate: float | None  # retries / steps_finished
-    attempts_claimed: int  # attempts (steps and compensations) claimed in the window
-    queue_wait_p50: float | None
-    queue_wait_p95: float | None
-    compensated: int  # finished runs whose saga started (event or compensated effect)
-    compensation_rate: float | None  # compensated / finished
-    budget_kills: int  # finished runs failed as cost_explosion
-    budget_kill_rate: float | None  # budget_kills / finished
-    approvals_decided: int  # approval decisions in the window matched to their request
-    approval_wait_p50: float | None
-    approval_wait_p95: float | None
-
-    @property
-    def by_status(self) -> dict[str, int]:
-        return {RunStatus.SUCCEEDED: self.succeeded, RunStatus.FAILED: self.failed,
-                RunStatus.CANCELLED: self.cancelled}
-
-
-@dataclass(frozen=True)
-class KpiPoint:
-    """The main KPIs for one bucket ``[start, end)`` of a series, same definitions as KpiReport."""
-
-    start: datetime
-    end: datetime
-    finished: int
-    succeeded: int
-    failed: int
-    cancelled: int
-    completion_rate: float | None
-    latency_p50: float | None
-    latency_p95: float | None
-    latency_p99: float | None
-    latency_net_p50: float | None
-    latency_net_p95: float | None
-    resume_success_rate: float | None
-    effect_keys: int
-    duplicated_effects: int
-    duplicate_effect_rate: float | None
-    dedup_hits: int
-    tokens_per_task: float | None
-    cost_per_task: Decimal | None
-    runs_per_minute: float
-    steps_finished: int
-    steps_per_minute: float
-    retry_rate: float | None
-    queue_wait_p50: float | None
-    queue_wait_p95: float | None
-    compensation_rate: float | None
-    budget_kills: int
-
-
-@dataclass(frozen=True)
-class StateLatency:
-    """Durations (claimed -> finished) of the attempts of one state."""
-
-    workflow: str
-    state_name: str
-    attempts: int
-    p50: float | None
-    p95: float | None
-
-
-def _workflow_name(workflow: WorkflowFilter) -> str | None:
-    return workflow.name if isinstance(workflow, Workflow) else workflow
-
-
-def _version_number(version: VersionFilter) -> int | None:
-    return version.number if isinstance(version, WorkflowVersion) else version
-
-
 def kpi_report(
-    start: datetime, end: datetime, *, workflow: WorkflowFilter = None, version: VersionFilter = None
+    start: datetime, end: datetime, *, workflow: WorkflowFilter = None, version: VersionFilter = None,
+    exact: bool = False,
 ) -> KpiReport:
     """All KPIs for ``[start, end)``, overall or for one workflow (name or Workflow) and
-    version (number, with the workflow, or a WorkflowVersion). Six queries, whatever the data."""
+    version (number, with the workflow, or a WorkflowVersion). Six queries, whatever the data.
+
+    A window of ROLLED_SPAN or more is read from the hourly rollups (rolled_kpis.py): the same
+    counts, percentiles within 1 %, unless ``exact``."""
     _check_window(start, end)
+    if not exact and end - start >= ROLLED_SPAN:
+        from .rolled_kpis import rolled_report
+
+        return rolled_report(start, end, workflow, version)
     runs = _run_counts(workflow, version, start, end, with_started=True)[None]
     latency = _run_latency(workflow, version, start, end, (0.5, 0.95, 0.99))[None]
     effects = _effect_counts(workflow, version, start, end)[None]
     steps = _step_counts(workflow, version, start, end)[None]
     queue = _queue_wait(workflow, version, start, end, (0.5, 0.95))[None]
-    approvals = _approval_wait(workflow, version, start, end, (0.5, 0.95))
-    finished, succeeded = runs["finished"], runs["succeeded"]
-    return KpiReport(
-        start=start, end=end, workflow=_workflow_name(workflow), version=_version_number(version),
-        finished=finished, succeeded=succeeded, failed=runs["failed"], cancelled=runs["cancelled"],
-        started=runs["started"], unfinished=runs["unfinished"],
-        completion_rate=_rate(succeeded, finished),
-        latency_p50=latency["latency_p50"], latency_p95=latency["latency_p95"], latency_p99=latency["latency_p99"],
-        latency_net_p50=latency["latency_net_p50"], latency_net_p95=latency["latency_net_p95"],
-        latency_net_p99=latency["latency_net_p99"],
-        resumed=runs["resumed"], resumed_succeeded=runs["resumed_succeeded"],
-        resume_success_rate=_rate(runs["resumed_succeeded"], runs["resumed"]),
-        effect_keys=effects["effect_keys"], duplicated_effects=effects["duplicated"],
-        duplicate_effect_rate=_rate(effects["duplicated"], effects["effect_keys"]),
-        dedup_hits=effects["dedup_hits"], possible_duplicates=effects["possible_duplicates"],
-        tokens=runs["tokens"], cost=runs["cost"],
-        tokens_per_task=_per_task(float(runs["tokens"]), succeeded), cost_per_task=_per_task(runs["cost"], succeeded),
-        runs_per_minute=_per_minute(finished, start, end),
-        steps_finished=steps["steps"], steps_per_minute=_per_minute(steps["steps"], start, end),
-        retries=steps["retries"], retry_rate=_rate(steps["retries"], steps["steps"]),
-        attempts_claimed=queue["queue_wait_n"], queue_wait_p50=queue["queue_wait_p50"],
-        queue_wait_p95=queue["queue_wait_p95"],
-        compensated=runs["compensated"], compensation_rate=_rate(runs["compensated"], finished),
-        budget_kills=runs["budget_kills"], budget_kill_rate=_rate(runs["budget_kills"], finished),
-        approvals_decided=approvals["approval_wait_n"], approval_wait_p50=approvals["approval_wait_p50"],
-        approval_wait_p95=approvals["approval_wait_p95"],
-    )
+    approvals = approval_wait(workflow, version, start, end, (0.5, 0.95))
+    return report_from(start, end, workflow, version, runs, latency, effects, steps, queue, approvals)
 
 
 def bucket_edges(start: datetime, end: datetime, buckets: int | timedelta) -> tuple[list[datetime], dict[str, int]]:
@@ -489,7 +372,7 @@ def bucket_edges(start: datetime, end: datetime, buckets: int | timedelta) -> tu
 
 def kpi_series(
     start: datetime, end: datetime, buckets: int | timedelta, *,
-    workflow: WorkflowFilter = None, version: VersionFilter = None,
+    workflow: WorkflowFilter = None, version: VersionFilter = None, exact: bool = False,
 ) -> list[KpiPoint]:
     """The main KPIs per bucket of ``[start, end)``, oldest first, empty buckets included.
 
@@ -497,8 +380,16 @@ def kpi_series(
     wait): five queries, whatever the number of buckets. A row belongs to the bucket its
     timestamp (the run's or attempt's ``finished_at``, the attempt's ``claimed_at`` for queue
     wait) falls in, so each point equals ``kpi_report`` over that bucket.
+
+    A window of ROLLED_SPAN or more, in buckets of whole hours, is read from the hourly rollups
+    unless ``exact``: its inner edges fall on whole hours (the first bucket is up to an hour
+    longer than the others, the last may be shorter).
     """
     _check_window(start, end)
+    if not exact and _rolled(start, end, buckets):
+        from .rolled_kpis import rolled_series
+
+        return rolled_series(start, end, buckets, workflow, version)
     edges, coefficients = bucket_edges(start, end, buckets)
     origin = (start - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
     binned = isinstance(buckets, timedelta) and connections[Run.objects.db].vendor == "postgresql"
@@ -515,46 +406,52 @@ def kpi_series(
     queue = _queue_wait(workflow, version, start, end, (0.5, 0.95), bucket("claimed_at"))
     points = []
     for i in range(len(edges) - 1):
-        b_start, b_end = edges[i], edges[i + 1]
-        key = b_start if binned else i
-        r = runs.get(key, {})
-        lat, eff, st, q = latency.get(key, {}), effects.get(key, {}), steps.get(key, {}), queue.get(key, {})
-        finished, succeeded = r.get("finished", 0), r.get("succeeded", 0)
-        n_steps = st.get("steps", 0)
-        points.append(KpiPoint(
-            start=b_start, end=b_end, finished=finished, succeeded=succeeded, failed=r.get("failed", 0),
-            cancelled=r.get("cancelled", 0), completion_rate=_rate(succeeded, finished),
-            latency_p50=lat.get("latency_p50"), latency_p95=lat.get("latency_p95"),
-            latency_p99=lat.get("latency_p99"), latency_net_p50=lat.get("latency_net_p50"),
-            latency_net_p95=lat.get("latency_net_p95"),
-            resume_success_rate=_rate(r.get("resumed_succeeded", 0), r.get("resumed", 0)),
-            effect_keys=eff.get("effect_keys", 0), duplicated_effects=eff.get("duplicated", 0),
-            duplicate_effect_rate=_rate(eff.get("duplicated", 0), eff.get("effect_keys", 0)),
-            dedup_hits=eff.get("dedup_hits", 0),
-            tokens_per_task=_per_task(float(r.get("tokens", 0)), succeeded),
-            cost_per_task=_per_task(r.get("cost", Decimal(0)), succeeded),
-            runs_per_minute=_per_minute(finished, b_start, b_end),
-            steps_finished=n_steps, steps_per_minute=_per_minute(n_steps, b_start, b_end),
-            retry_rate=_rate(st.get("retries", 0), n_steps),
-            queue_wait_p50=q.get("queue_wait_p50"), queue_wait_p95=q.get("queue_wait_p95"),
-            compensation_rate=_rate(r.get("compensated", 0), finished), budget_kills=r.get("budget_kills", 0),
-        ))
+        key = edges[i] if binned else i
+        points.append(point_from(edges[i], edges[i + 1], runs.get(key, {}), latency.get(key, {}),
+                                 effects.get(key, {}), steps.get(key, {}), queue.get(key, {})))
     return points
 
 
+def kpi_report_and_series(
+    start: datetime, end: datetime, buckets: timedelta, *, workflow: WorkflowFilter = None,
+    version: VersionFilter = None,
+) -> tuple[KpiReport, list[KpiPoint]]:
+    """``kpi_report`` and ``kpi_series`` of one window; from the hourly rollups the report is the
+    sum of the series' buckets, read once."""
+    if _rolled(start, end, buckets):
+        from .rolled_kpis import rolled_report_and_series
+
+        _check_window(start, end)
+        return rolled_report_and_series(start, end, buckets, workflow, version)
+    return (kpi_report(start, end, workflow=workflow, version=version),
+            kpi_series(start, end, buckets, workflow=workflow, version=version))
+
+
+def _rolled(start: datetime, end: datetime, buckets: int | timedelta) -> bool:
+    """Is this series read from the hourly rollups (a long window in buckets of whole hours)?"""
+    return (end - start >= ROLLED_SPAN and isinstance(buckets, timedelta) and buckets > timedelta(0)
+            and buckets % timedelta(hours=1) == timedelta(0))
+
+
 def state_latency(
-    start: datetime, end: datetime, *, workflow: WorkflowFilter = None, version: VersionFilter = None
+    start: datetime, end: datetime, *, workflow: WorkflowFilter = None, version: VersionFilter = None,
+    exact: bool = False,
 ) -> list[StateLatency]:
     """p50/p95 of how long each state's step attempts ran (claimed -> finished), for attempts
     that finished in ``[start, end)`` with an outcome of their own (succeeded, failed, timed
-    out: not lost or cancelled). Grouped by workflow and state, sorted by both. One query."""
+    out: not lost or cancelled). Grouped by workflow and state, sorted by both. One query
+    (read from the hourly rollups for a window of ROLLED_SPAN or more, unless ``exact``)."""
     _check_window(start, end)
+    if not exact and end - start >= ROLLED_SPAN:
+        from .rolled_kpis import rolled_state_latency
+
+        return rolled_state_latency(start, end, workflow, version)
     attempts = StepAttempt.objects.filter(
-        _run_scope(workflow, version, "run__"), kind=AttemptKind.STEP, status__in=TIMED_ATTEMPT_STATUSES,
+        run_scope(workflow, version, "run__"), kind=AttemptKind.STEP, status__in=TIMED_ATTEMPT_STATUSES,
         claimed_at__isnull=False, finished_at__gte=start, finished_at__lt=end,
     )
     result = percentiles(
-        attempts, {"duration": seconds_between(F("claimed_at"), F("finished_at"))}, (0.5, 0.95),
+        attempts, {"duration": attempt_run_seconds()}, (0.5, 0.95),
         {"workflow": F("run__workflow__name"), "state": F("state_name")},
     )
     return [

@@ -113,3 +113,76 @@ class BulkTarget(models.Model):
 
     def __str__(self) -> str:
         return f"{self.operation_id} → {self.run_id}"
+
+
+class RollupCursor(models.Model):
+    """How far the hourly KPI rollups reach: every hour in ``[rolled_from, rolled_through)`` is
+    rolled up (KpiHour and StateHour rows, none for an hour without activity). One row; the
+    worker that rolls up holds it locked, so two workers never roll the same hours."""
+
+    rolled_from = models.DateTimeField(null=True, blank=True)
+    rolled_through = models.DateTimeField(null=True, blank=True)
+    checked_at = models.DateTimeField(null=True, blank=True)  # the last comparison with the live rows
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"rolled {self.rolled_from} .. {self.rolled_through}"
+
+
+class KpiHour(models.Model):
+    """The KPI figures of one hour for one workflow version, top-level runs and sub-runs apart
+    (monitoring/rollups.py says which rows each family counts). Durations are histograms
+    (monitoring/histograms.py): percentiles of many hours are read from their sum."""
+
+    hour = models.DateTimeField()
+    workflow = models.ForeignKey("orchestrator.Workflow", on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey("orchestrator.WorkflowVersion", on_delete=models.CASCADE, related_name="+")
+    child = models.BooleanField()
+    # runs that finished in the hour
+    finished = models.PositiveIntegerField(default=0)
+    succeeded = models.PositiveIntegerField(default=0)
+    failed = models.PositiveIntegerField(default=0)
+    cancelled = models.PositiveIntegerField(default=0)
+    resumed = models.PositiveIntegerField(default=0)
+    resumed_succeeded = models.PositiveIntegerField(default=0)
+    budget_kills = models.PositiveIntegerField(default=0)
+    compensated = models.PositiveIntegerField(default=0)
+    tokens = models.BigIntegerField(default=0)
+    cost = models.DecimalField(max_digits=20, decimal_places=6, default=0)
+    latency = models.JSONField(default=dict)
+    latency_net = models.JSONField(default=dict)
+    # effects of those runs
+    effect_keys = models.PositiveIntegerField(default=0)
+    duplicated = models.PositiveIntegerField(default=0)
+    possible_duplicates = models.PositiveIntegerField(default=0)
+    dedup_hits = models.PositiveIntegerField(default=0)
+    # step attempts that finished in the hour, and attempts claimed in it
+    steps = models.PositiveIntegerField(default=0)
+    retries = models.PositiveIntegerField(default=0)
+    queue_wait = models.JSONField(default=dict)
+    rolled_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["hour", "workflow", "version", "child"],
+                                               name="kpi_hour_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h {self.workflow_id}/{self.version_id}{' (sub-runs)' if self.child else ''}"
+
+
+class StateHour(models.Model):
+    """How long one state's step attempts that finished in the hour ran (a histogram)."""
+
+    hour = models.DateTimeField()
+    workflow = models.ForeignKey("orchestrator.Workflow", on_delete=models.CASCADE, related_name="+")
+    version = models.ForeignKey("orchestrator.WorkflowVersion", on_delete=models.CASCADE, related_name="+")
+    state_name = models.CharField(max_length=100)
+    durations = models.JSONField(default=dict)
+    rolled_at = models.DateTimeField()
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["hour", "workflow", "version", "state_name"],
+                                               name="state_hour_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.hour:%Y-%m-%d %H}h {self.workflow_id}/{self.version_id} {self.state_name}"

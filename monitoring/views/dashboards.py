@@ -26,7 +26,16 @@ from django.utils.dateparse import parse_date, parse_datetime
 from orchestrator.models import Run, WorkflowVersion
 
 from ..charts import DURATION, MONEY, PER_MINUTE, PERCENT, Chart, Series, per_minute, span_words, time_chart
-from ..kpis import KpiPoint, KpiReport, change, kpi_report, kpi_series, previous_window, state_latency
+from ..kpis import (
+    ROLLED_SPAN,
+    KpiPoint,
+    KpiReport,
+    change,
+    kpi_report,
+    kpi_report_and_series,
+    previous_window,
+    state_latency,
+)
 from ..templatetags.ratchet_ui import duration, money, percent
 
 # Preset windows: length and bucket width (the width divides the length).
@@ -304,9 +313,8 @@ def kpi_dashboard(request: HttpRequest) -> HttpResponse:
     if window is None or filters.errors or not context["has_runs"]:
         return render(request, "monitoring/kpi_dashboard.html", context, status=400 if filters.errors else 200)
     scope = {"workflow": filters.workflow or None, "version": filters.version}
-    report = kpi_report(window.start, window.end, **scope)
+    report, points = kpi_report_and_series(window.start, window.end, window.bucket, **scope)
     before = kpi_report(*window.previous, **scope)
-    points = kpi_series(window.start, window.end, window.bucket, **scope)
     context.update({
         "report": report, "before": before, "previous_start": window.previous[0],
         "tiles": [_tile(*spec, report, before, window) for spec in TILES],
@@ -315,5 +323,6 @@ def kpi_dashboard(request: HttpRequest) -> HttpResponse:
         "states": state_latency(window.start, window.end, **scope),
         "all_workflows_query": filters.query(workflow="", version=""),
         "quiet": report.finished == 0 and report.started == 0 and report.steps_finished == 0,
+        "rolled": window.end - window.start >= ROLLED_SPAN,
     })
     return render(request, "monitoring/kpi_dashboard.html", context)

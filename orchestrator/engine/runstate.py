@@ -221,12 +221,16 @@ def resume_run(run: Run, log: EventLog, attempt: StepAttempt | None = None, **da
 
 def redrive(run: Run, log: EventLog, attempt: StepAttempt, reason: str = "") -> None:
     _move(run, S.RUNNING, (S.FAILED,))
+    # When it had failed: figures rolled up by finish time (monitoring's KPI rollups) know the
+    # run left that hour.
+    failed_at = run.finished_at.isoformat() if run.finished_at else None
     run.error = None
     run.failure_mode = ""
     run.failed_attempt = None
     run.finished_at = None
     run.redrive_count += 1
-    log.add(EventKind.RUN_REDRIVEN, attempt, redrive=run.redrive_count, **({"reason": reason} if reason else {}))
+    log.add(EventKind.RUN_REDRIVEN, attempt, redrive=run.redrive_count, failed_at=failed_at,
+            **({"reason": reason} if reason else {}))
 
 
 def owned_effects(run: Run) -> QuerySet[Effect]:

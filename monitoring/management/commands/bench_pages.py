@@ -12,6 +12,7 @@ from orchestrator.loadgen import load_history
 from orchestrator.models import Run
 
 from ...pagebench import measure_pages, summary_lines
+from ...rollups import catch_up
 
 
 class Command(BaseCommand):
@@ -49,6 +50,9 @@ class Command(BaseCommand):
                 self.progress(report.line())
             else:
                 self.progress(f"the database holds {existing:,} runs: measuring them")
+            started = time.monotonic()
+            hours = catch_up()  # what the workers' sweeps keep up to date
+            self.progress(f"rolled up {hours:,} hours of KPIs in {time.monotonic() - started:.1f}s")
             started = time.monotonic()
             timings = measure_pages(repeats=repeats, warmups=warmups, progress=self.progress)
         except RuntimeError as exc:
