@@ -33,6 +33,7 @@ test-engine-sqlite: $(STAMP)
 bench: $(STAMP)
 	DATABASE_URL="$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ratchet_bench}" $(PY) manage.py bench
 	DATABASE_URL="$${PAGES_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ratchet_pages_bench}" $(PY) manage.py bench_pages
+	$(PY) manage.py bench_designer
 
 chaos: $(STAMP)
 	$(PY) manage.py chaos --strict --runs 200 --workers 3 --kill-every 2 --pause-every 5 --flush-redis-every 15

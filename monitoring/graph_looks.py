@@ -67,6 +67,24 @@ _DOT_SHAPES: dict[str, dict[str, str]] = {
 UNREACHED_FILL = "#ffffff"
 SELECTED_COLOR = "#174ea6"
 SELECTED_PENWIDTH = 4.5
+HIGHLIGHT_PENWIDTH = 3.0
+
+
+class _Highlight(NamedTuple):
+    """A state the designer points out: its outline and the words in the node."""
+
+    stroke: str
+    style: str
+    words: str
+    legend: str
+
+
+HIGHLIGHT_LOOKS: dict[str, _Highlight] = {
+    "problem": _Highlight("#c5221f", "dashed", "has a problem: see the findings",
+                          "Has a problem: dashed red outline (see the findings)"),
+    "added": _Highlight("#137333", "bold", "added", "Added in the newer version: thick green outline"),
+    "changed": _Highlight("#b06000", "bold", "changed", "Changed: thick amber outline (the fields are listed)"),
+}
 
 
 @dataclass(frozen=True)
@@ -100,7 +118,7 @@ class LegendItem(NamedTuple):
     fill: str
     stroke: str
     line: str  # solid, dashed, dotted or bold
-    group: str  # "type", "marker", "status" or "edge"
+    group: str  # "type", "marker", "status", "problem", "diff" or "edge"
 
 
 def legend_items() -> list[LegendItem]:
@@ -121,6 +139,8 @@ def legend_items() -> list[LegendItem]:
                             "#5f6368", "solid", "status"))
     items.append(LegendItem("selected", "Selected: thick dark-blue outline", "", "#ffffff", SELECTED_COLOR, "bold",
                             "status"))
+    items += [LegendItem(kind, look.legend, "", "#ffffff", look.stroke, look.style,
+                         "problem" if kind == "problem" else "diff") for kind, look in HIGHLIGHT_LOOKS.items()]
     items += [LegendItem(kind, look.label, "", "", look.color, look.style, "edge") for kind, look in EDGE_LOOKS.items()]
     return items
 

@@ -41,11 +41,14 @@ import threading
 import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
+from html import unescape
 from typing import Any
 
 import graphviz
+from django.utils.html import escape
+from django.utils.safestring import SafeString, mark_safe
 
 from orchestrator.engine.definition import Definition, State
 
@@ -53,6 +56,8 @@ from .graph_looks import (
     _DOT_SHAPES,
     EDGE_LOOKS,
     END_LOOK,
+    HIGHLIGHT_LOOKS,
+    HIGHLIGHT_PENWIDTH,
     JOIN_LOOK,
     MISSING_LOOK,
     SELECTED_COLOR,
@@ -239,6 +244,7 @@ class _Builder:
         self.counts = inputs.counts
         self.selected = inputs.selected
         self.hrefs = inputs.hrefs
+        self.highlights = inputs.highlights
         self.run_view = inputs.marks is not _NO_MARKS
         self.edges: list[_Edge] = []
         self.missing: set[str] = set()
@@ -298,6 +304,8 @@ class _Builder:
             lines.append(small(tag("B", h(count, 40))))
         if mark:
             lines.append(f"<B>status: {h(mark)}</B>")
+        if name in self.highlights:
+            lines.append(f"<B>{h(HIGHLIGHT_LOOKS[self.highlights[name]].words)}</B>")
         styles = [w for w in look.style.split(",") if w]
         attrs: dict[str, Any] = {
             "id": nid, **_shape(look.shape), "color": look.stroke, "fillcolor": look.fill,
@@ -315,6 +323,12 @@ class _Builder:
                          penwidth=f"{status.penwidth:g}")
             styles = [w for w in styles if w not in ("dashed", "dotted", "bold", "solid")] + [status.style]
             classes.append(f"status_{mark}")
+        if name in self.highlights:
+            kind = self.highlights[name]
+            highlight = HIGHLIGHT_LOOKS[kind]
+            attrs.update(color=highlight.stroke, penwidth=f"{HIGHLIGHT_PENWIDTH:g}")
+            styles = [w for w in styles if w not in ("dashed", "dotted", "bold", "solid")] + [highlight.style]
+            classes.append(kind)
         if name == self.selected:
             attrs.update(color=SELECTED_COLOR, penwidth=f"{SELECTED_PENWIDTH:g}")
             classes.append("selected")
@@ -431,20 +445,27 @@ class _Inputs:
     counts: Mapping[str, str]
     selected: str | None
     hrefs: Mapping[str, str | None]
+    highlights: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
     def of(cls, definition: Definition, marks: Mapping[str, StateMark | str] | None,
-           counts: Mapping[str, str] | None, selected: str | None, link: Callable[[str], str] | None) -> _Inputs:
+           counts: Mapping[str, str] | None, selected: str | None, link: Callable[[str], str] | None,
+           highlights: Mapping[str, str] | None = None) -> _Inputs:
+        unknown = set((highlights or {}).values()) - set(HIGHLIGHT_LOOKS)
+        if unknown:
+            raise ValueError(f"unknown highlight(s) {sorted(unknown)}; use {', '.join(HIGHLIGHT_LOOKS)}")
         return cls(
             marks=_NO_MARKS if marks is None else {name: StateMark(value) for name, value in marks.items()},
             counts={str(k): str(v) for k, v in (counts or {}).items()},
             selected=selected,
             hrefs={} if link is None else {name: url(link(name)) for name in definition.states},
+            highlights=dict(highlights or {}),
         )
 
     def key(self) -> tuple[Any, ...]:
         marks = None if self.marks is _NO_MARKS else tuple(sorted(self.marks.items()))
-        return marks, tuple(sorted(self.counts.items())), self.selected, tuple(self.hrefs.items())
+        return (marks, tuple(sorted(self.counts.items())), self.selected, tuple(self.hrefs.items()),
+                tuple(sorted(self.highlights.items())))
 
 
 def to_dot(definition: Definition, *, marks: Mapping[str, StateMark | str] | None = None,
@@ -456,7 +477,7 @@ def to_dot(definition: Definition, *, marks: Mapping[str, StateMark | str] | Non
 
 def render_svg(definition: Definition, *, marks: Mapping[str, StateMark | str] | None = None,
                counts: Mapping[str, str] | None = None, selected: str | None = None,
-               link: Callable[[str], str] | None = None) -> str:
+               link: Callable[[str], str] | None = None, highlights: Mapping[str, str] | None = None) -> str:
     """The definition as an SVG element to embed in a page (no XML prolog, DOCTYPE or comments).
 
     ``marks``: state name -> ``StateMark`` (or its value) for a run's view; an empty dict still
@@ -464,13 +485,15 @@ def render_svg(definition: Definition, *, marks: Mapping[str, StateMark | str] |
     ``"<parallel>/<branch>"``) -> short text shown in the node or branch cluster label, such as
     ``"3/3 joined"`` or ``"812/1000"``. ``selected``: the state drawn with a thick outline.
     ``link``: state name -> href (relative or http(s); anything else is dropped), called once
-    per state on every call (the hrefs are part of the cache key).
+    per state on every call (the hrefs are part of the cache key). ``highlights``: state name ->
+    "problem" (the designer's findings), "added" or "changed" (a diff between versions), each
+    drawn with its outline colour and its words.
 
     Cached (LRU of ``CACHE_SIZE``) by (definition content, marks, counts, selected, hrefs): equal
     inputs return the same string object, in about 0.1 ms. Definitions are taken as immutable
     (the engine never changes one): the content fingerprint is kept per definition object.
     Raises ValueError on an unknown mark, GraphRenderError when dot fails (not cached)."""
-    inputs = _Inputs.of(definition, marks, counts, selected, link)
+    inputs = _Inputs.of(definition, marks, counts, selected, link, highlights)
     key = (_fingerprint(definition), *inputs.key())
     with _LOCK:
         svg = _SVGS.get(key)
@@ -519,10 +542,9 @@ _PROLOG = re.compile(r"\A.*?(?=<svg\b)", re.S)
 _COMMENT = re.compile(r"<!--.*?-->\n?", re.S)
 
 
-@lru_cache(maxsize=CACHE_SIZE // 2)
-def _render(source: str) -> str:
+def _dot(source: str, fmt: str) -> bytes:
     try:
-        done = subprocess.run(["dot", "-Tsvg"], input=source.encode("utf-8"), capture_output=True,
+        done = subprocess.run(["dot", f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True,
                               timeout=DOT_TIMEOUT_SECONDS, check=False)
     except FileNotFoundError as exc:
         raise GraphRenderError("Graphviz's dot is not installed (apt-get install graphviz)") from exc
@@ -530,5 +552,25 @@ def _render(source: str) -> str:
         raise GraphRenderError(f"dot took more than {DOT_TIMEOUT_SECONDS} s") from exc
     if done.returncode != 0:
         raise GraphRenderError(f"dot failed: {done.stderr.decode('utf-8', 'replace').strip()[:500]}")
-    svg = _COMMENT.sub("", _PROLOG.sub("", done.stdout.decode("utf-8"), count=1))
+    return done.stdout
+
+
+def render_png(definition: Definition) -> bytes:
+    """The definition's graph as a PNG image (an export; not cached)."""
+    return _dot(to_dot(definition), "png")
+
+
+@lru_cache(maxsize=CACHE_SIZE // 2)
+def _render(source: str) -> str:
+    svg = _COMMENT.sub("", _PROLOG.sub("", _dot(source, "svg").decode("utf-8"), count=1))
     return svg.replace("<svg ", '<svg class="workflow-graph" ', 1).strip()
+
+
+_GRAPH_LINK = re.compile(r'<a xlink:href="([^"]*)"')
+
+
+def htmx_links(svg: str, rewrite: Callable[[str], str] = lambda link: link) -> SafeString:
+    """The SVG with each state's link also an htmx request to ``rewrite(href)`` (dot cannot write
+    hx-get itself); the hrefs are the ones render_svg wrote (HTML-escaped), kept as they are."""
+    return mark_safe(_GRAPH_LINK.sub(
+        lambda link: f'<a xlink:href="{link[1]}" hx-get="{escape(rewrite(unescape(link[1])))}"', svg))

@@ -4,19 +4,19 @@ filters, on the graph, the timeline and the attempts."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from html import escape, unescape
 from typing import Any
 from urllib.parse import urlencode
 
 from django.http import QueryDict
 from django.urls import reverse
-from django.utils.safestring import SafeString, mark_safe
+from django.utils.safestring import SafeString
 
 from orchestrator.engine import history
 from orchestrator.models import Run
+
+from .graphs import htmx_links
 
 
 @dataclass(frozen=True)
@@ -87,11 +87,6 @@ def for_htmx(url: str) -> str:
     return f"{path}?{urlencode({'state': state})}" if state else path
 
 
-GRAPH_LINK = re.compile(r'<a xlink:href="([^"]*)"')
-
-
 def selecting_links(svg: str) -> SafeString:
-    """The graph with each state's link also an htmx request (dot cannot write hx-get itself);
-    the hrefs are the ones graphs.render_svg wrote (HTML-escaped), kept as they are."""
-    return mark_safe(GRAPH_LINK.sub(
-        lambda link: f'<a xlink:href="{link[1]}" hx-get="{escape(for_htmx(unescape(link[1])))}"', svg))
+    """The graph with each state's link also an htmx request that keeps the history filters."""
+    return htmx_links(svg, for_htmx)

@@ -13,7 +13,8 @@ ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
     "operator": ("operators", ("orchestrator.add_run", "orchestrator.change_run", "orchestrator.change_effect",
                                "orchestrator.view_run")),
     "designer": ("designers", ("orchestrator.add_workflow", "orchestrator.change_workflow",
-                               "orchestrator.add_workflowversion", "orchestrator.add_run", "orchestrator.view_run")),
+                               "orchestrator.add_workflowversion", "orchestrator.add_run", "orchestrator.view_run",
+                               "designer.add_draft", "designer.change_draft", "designer.view_draft")),
     "viewer": ("viewers", ("orchestrator.view_run",)),
 }
 

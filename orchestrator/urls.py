@@ -6,6 +6,7 @@ from monitoring.metrics import metrics_view
 
 urlpatterns = [
     path("", include("monitoring.urls")),
+    path("designer/", include("designer.urls")),
     path("accounts/login/", auth_views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("admin/", admin.site.urls),

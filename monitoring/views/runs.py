@@ -116,9 +116,18 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
             if polled and run.is_terminal:
                 response.status_code = STOP_POLLING
         else:
+            context["last_good_version"] = _last_good_version(run)
             response = render(request, "monitoring/run_detail.html", context, status=400 if shown.errors else 200)
     patch_vary_headers(response, ("HX-Request", "HX-Target"))  # one URL, a page or one of its parts
     return response
+
+
+def _last_good_version(run: Run) -> int | None:
+    """The version of the workflow's last run that succeeded, when it is not this run's: what
+    "compare with it" diffs against (one query; the full page only, never the live poll)."""
+    number = Run.objects.filter(workflow_id=run.workflow_id, status=RunStatus.SUCCEEDED).order_by(
+        "-finished_at").values_list("version__number", flat=True).first()
+    return number if number is not None and number != run.version.number else None
 
 
 def _events_page(run: Run, after: str | None, shown: HistoryFilter | None = None) -> tuple[list[Any], int | None]:

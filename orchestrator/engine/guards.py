@@ -104,6 +104,11 @@ def resolve_path(data: Any, path: str) -> Any:
     return current
 
 
+def path_exists(data: Any, path: str) -> bool:
+    """Does the dotted path lead somewhere in ``data`` (a null value counts)?"""
+    return resolve_path(data, path) is not _MISSING
+
+
 def get_path(data: Any, path: str | None, default: Any = None) -> Any:
     """Public form of :func:`resolve_path`: ``default`` where the path is missing."""
     if not path:

@@ -35,8 +35,10 @@ def load_document(text: str, filename: str = "") -> dict[str, Any]:
     return doc
 
 
-def publish(doc: dict[str, Any], name: str | None = None, user: Any = None) -> tuple[WorkflowVersion, bool]:
-    """Validate and publish ``doc`` as the workflow's next version. Returns (version, created).
+def publish(doc: dict[str, Any], name: str | None = None, user: Any = None,
+            message: str = "") -> tuple[WorkflowVersion, bool]:
+    """Validate and publish ``doc`` as the workflow's next version, with the publisher's
+    ``message``. Returns (version, created).
 
     Publishing content identical to an existing version returns that version.
     """
@@ -58,7 +60,7 @@ def publish(doc: dict[str, Any], name: str | None = None, user: Any = None) -> t
             return existing, False
         latest = workflow.latest_version()
         version = WorkflowVersion(workflow=workflow, number=(latest.number + 1 if latest else 1), definition=doc,
-                                  created_by=user if getattr(user, "pk", None) else None)
+                                  created_by=user if getattr(user, "pk", None) else None, message=message[:500])
         version.save()
     return version, True
 

@@ -53,6 +53,7 @@ class WorkflowVersion(models.Model):
     number = models.PositiveIntegerField()
     definition = models.JSONField()
     content_hash = models.CharField(max_length=64)
+    message = models.CharField(max_length=500, blank=True)  # what the publisher said changed
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"

@@ -85,3 +85,57 @@
     });
   });
 })();
+// Designer: a refused edit (400) or a stale one (409) answers with the editor again, the reason
+// inside and the person's input kept: swapped like a success.
+(function () {
+  document.addEventListener("htmx:beforeSwap", function (event) {
+    var elt = event.detail.requestConfig && event.detail.requestConfig.elt;
+    if (!elt || !elt.closest || !elt.closest("#editor")) { return; }
+    var status = event.detail.xhr.status;
+    if (status === 400 || status === 409) { event.detail.shouldSwap = true; event.detail.isError = false; }
+  });
+})();
+// Designer: zoom the graph (buttons and + - 0), keyboard shortcuts, and their help (?).
+(function () {
+  var scale = 1;
+  function graph() { return document.querySelector("#editor .graph svg.workflow-graph"); }
+  function zoom(factor) {
+    var svg = graph();
+    if (!svg) { return; }
+    if (!svg.dataset.width) { svg.dataset.width = svg.getAttribute("width"); svg.dataset.height = svg.getAttribute("height"); }
+    scale = factor === 0 ? 1 : Math.min(4, Math.max(0.2, scale * factor));
+    if (factor === 0) {  // fit: as wide as the card, never wider than drawn
+      svg.style.width = "100%"; svg.style.height = "auto"; svg.style.maxWidth = svg.dataset.width;
+      return;
+    }
+    svg.style.maxWidth = "none";
+    svg.style.width = "calc(" + svg.dataset.width + " * " + scale + ")";
+    svg.style.height = "calc(" + svg.dataset.height + " * " + scale + ")";
+  }
+  function click(id) { var button = document.getElementById(id); if (button && !button.disabled) { button.click(); } }
+  document.addEventListener("click", function (event) {
+    var button = event.target.closest && event.target.closest("[data-zoom]");
+    if (button) { event.preventDefault(); zoom(parseFloat(button.getAttribute("data-zoom"))); }
+    if (event.target.closest && event.target.closest("#show-shortcuts")) {
+      var dialog = document.getElementById("shortcuts"); if (dialog) { dialog.showModal(); }
+    }
+  });
+  document.addEventListener("htmx:afterSwap", function () { if (scale !== 1) { var s = scale; scale = 1; zoom(s); } });
+  document.addEventListener("keydown", function (event) {
+    if (!document.getElementById("editor")) { return; }
+    var typing = /^(INPUT|TEXTAREA|SELECT)$/.test(event.target.tagName) || event.target.isContentEditable;
+    var mod = event.ctrlKey || event.metaKey;
+    if (mod && event.key.toLowerCase() === "z" && !typing) { event.preventDefault(); click(event.shiftKey ? "redo" : "undo"); return; }
+    if (mod && event.key.toLowerCase() === "y" && !typing) { event.preventDefault(); click("redo"); return; }
+    if (mod && event.key.toLowerCase() === "s" && event.target.closest && event.target.closest("#source-form")) {
+      event.preventDefault(); click("save-source"); return;
+    }
+    if (typing || mod || event.altKey) { return; }
+    if (event.key === "?") { var dialog = document.getElementById("shortcuts"); if (dialog) { dialog.showModal(); } }
+    else if (event.key === "/") { event.preventDefault(); var find = document.getElementById("find-state"); if (find) { find.focus(); } }
+    else if (event.key === "+" || event.key === "=") { zoom(1.25); }
+    else if (event.key === "-") { zoom(0.8); }
+    else if (event.key === "0") { zoom(0); }
+    else if (event.key === "n") { var name = document.querySelector("#add-after-form input[name=name], #add-form input[name=name]"); if (name) { event.preventDefault(); name.focus(); } }
+  });
+})();
