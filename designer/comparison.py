@@ -46,7 +46,9 @@ def comparison(workflow: Workflow, a: str, b: str) -> dict[str, Any]:
     graph: SafeString | None = None
     problem = ""
     try:
-        graph = mark_safe(render_svg(build_definition(new), highlights=changes.highlights()))  # labels escaped
+        graph = mark_safe(render_svg(  # labels escaped by the renderer
+            build_definition(new), highlights=changes.highlights(),
+            new_edges=[(t.source, t.target) for t in changes.transitions_added]))
     except (GraphRenderError, KeyError, TypeError, ValueError) as exc:
         problem = f"the graph of {new_label} cannot be drawn: {exc}"
     return {"a": a, "b": b, "old_label": old_label, "new_label": new_label, "changes": changes, "graph": graph,

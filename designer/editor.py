@@ -21,7 +21,7 @@ from orchestrator.engine.validator import Finding
 from .conditions import MODES, OPERATOR_WORDS, Row, context_paths, to_rows
 from .drafts import Snapshot
 from .dryrun import DryRun
-from .edits import STARTERS, EditError, find, references, state_names
+from .edits import STARTERS, EditError, find, references, scopes, state_names
 from .forms import state_form
 
 
@@ -60,6 +60,7 @@ class Panel:
     rules: list[RuleLine] = field(default_factory=list)  # a choice's rules, in order
     builder: RuleBuilder | None = None
     nested_rule: int | None = None  # a rule the builder cannot show: edit it as JSON
+    stub: str = ""  # what it returns in a dry run (JSON), as this person set it
 
 
 @dataclass
@@ -88,8 +89,16 @@ class EditorView:
     dry: DryRunForm | None = None  # the dry run's inputs, and its result once run
 
     @property
-    def problem_states(self) -> set[str]:
-        return {f.state for f in self.findings if f.state and f.severity == "error"}
+    def trial_context(self) -> str:
+        """What a trial of a state sees unless the person says otherwise: the sample input."""
+        sample = self.snapshot.doc.get("sample_input", {})
+        return json.dumps({"input": sample}, ensure_ascii=False)
+
+    @property
+    def is_start(self) -> bool:
+        """Is the selected state where its line (the workflow or its branch) starts?"""
+        return self.panel is not None and any(
+            scope.get("start_at") == self.panel.name for scope, _ in scopes(self.snapshot.doc))
 
 
 def state_link(name: str) -> str:
@@ -99,7 +108,8 @@ def state_link(name: str) -> str:
 def editor_view(snapshot: Snapshot, selected: str = "", *, form: forms.Form | None = None,
                 source_text: str | None = None, source_error: Any = None, message: str = "",
                 rule: int | None = None, builder: RuleBuilder | None = None,
-                dry: DryRunForm | None = None) -> EditorView:
+                dry: DryRunForm | None = None, stubs: dict[str, Any] | None = None) -> EditorView:
+    """``stubs``: the dry-run outputs this person set in the panels (state -> output)."""
     doc = snapshot.doc
     names = state_names(doc)
     findings = snapshot.findings
@@ -126,7 +136,10 @@ def editor_view(snapshot: Snapshot, selected: str = "", *, form: forms.Form | No
         message = str(EditError(f"there is no state named {selected!r}"))
     if dry is None:
         sample = doc.get("sample_input", {})
-        dry = DryRunForm(json.dumps(sample, indent=2, ensure_ascii=False))
+        dry = DryRunForm(json.dumps(sample, indent=2, ensure_ascii=False),
+                         json.dumps(stubs or {}, indent=2, ensure_ascii=False))
+    if panel is not None and stubs and panel.name in stubs:
+        panel.stub = json.dumps(stubs[panel.name], ensure_ascii=False)
     return EditorView(snapshot, graph, graph_problem, findings, panel, names,
                       source_text=snapshot.revision.source if source_text is None else source_text,
                       source_error=source_error, message=message, dry=dry)

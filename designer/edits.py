@@ -278,3 +278,12 @@ def paste_state(doc: MutableMapping[str, Any], name: str, raw: MutableMapping[st
     if not doc.get("start_at"):
         doc["start_at"] = new
     return new
+
+
+def make_start(doc: MutableMapping[str, Any], name: str) -> str:
+    """Make ``name`` the first state of its scope: the workflow's, or its branch's."""
+    for scope, owner in scopes(doc):
+        if name in (scope.get("states") or {}):
+            scope["start_at"] = name
+            return f"{name} is now the start" + (f" of branch {owner}" if owner else "")
+    raise EditError(f"there is no state named {name!r}")

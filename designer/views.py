@@ -27,10 +27,12 @@ from .dryrun import dry_run as run_dry
 from .editor import DryRunForm, RuleBuilder, editor_view
 from .forms import changed_fields, state_form
 from .listing import listing
-from .models import Draft, DraftRevision
+from .models import Draft, DraftRevision, Trial
 from .starters import STARTER_NAMES, starter_source
+from .trials import start_trial
 
 TEMPLATE = "designer/editor.html"
+STOP_POLLING = 286  # htmx stops polling on this status
 EXPORTS = ("yaml", "json", "svg", "png")
 
 
@@ -70,13 +72,15 @@ def new_draft(request: HttpRequest) -> HttpResponse:
 def _render(request: HttpRequest, draft: Draft, status: int = 200, **kwargs: Any) -> HttpResponse:
     selected = kwargs.pop("selected", request.GET.get("state", "") or request.POST.get("state", ""))
     published = kwargs.pop("published", None)
-    view = editor_view(drafts.snapshot(draft), selected, **kwargs)
+    shown_trial = kwargs.pop("trial", None)
+    stubs = request.session.get(STUBS, {}).get(draft.name, {})
+    view = editor_view(drafts.snapshot(draft), selected, stubs=stubs, **kwargs)
     template = "designer/_editor.html" if request.htmx else TEMPLATE  # the page, or the editor swapped
     latest = WorkflowVersion.objects.filter(workflow__name=draft.name).order_by("-number").values_list(
         "number", flat=True).first()
     return render(request, template, {"view": view, "draft": draft, "formats": DraftRevision.Format.choices,
                                       "published": published, "exports": EXPORTS, "latest": latest,
-                                      "clipboard": request.session.get(CLIPBOARD)},
+                                      "clipboard": request.session.get(CLIPBOARD), "trial": shown_trial},
                   status=status)
 
 
@@ -203,7 +207,7 @@ def _change(request: HttpRequest, name: str, run: Callable[[Draft, int], Any], *
 @require_POST
 @permission_required("designer.change_draft", raise_exception=True)
 def edit(request: HttpRequest, name: str) -> HttpResponse:
-    """One graph edit: add, connect, rename or delete a state (``op``)."""
+    """One graph edit: add, connect, make start, rename or delete a state (``op``)."""
     op, post = request.POST.get("op", ""), request.POST
     state = post.get("state", "")
     if op == "add":
@@ -213,6 +217,10 @@ def edit(request: HttpRequest, name: str) -> HttpResponse:
             edits.add_state(doc, new, post.get("type", ""), after=state or None)
             return f"added {post.get('type')} state {new}" + (f" after {state}" if state else "")
         selected = new
+    elif op == "start":
+        def change(doc: Any) -> str:
+            return edits.make_start(doc, state)
+        selected = state
     elif op == "connect":
         def change(doc: Any) -> str:
             return edits.connect(doc, state, post.get("target", ""))
@@ -367,6 +375,28 @@ def dry_run(request: HttpRequest, name: str) -> HttpResponse:
 
 
 CLIPBOARD = "designer_clipboard"
+STUBS = "designer_stubs"  # draft name -> state -> the output it returns in this person's dry runs
+
+
+@login_required
+@require_POST
+def set_stub(request: HttpRequest, name: str) -> HttpResponse:
+    """Set (or, empty, forget) what the selected state returns in this person's dry runs; kept
+    in their session: a dry run's stubs are nobody else's and never part of the definition."""
+    draft = get_object_or_404(Draft, name=name)
+    state, text = request.POST.get("state", ""), request.POST.get("stub", "").strip()
+    stubs = request.session.get(STUBS, {})
+    mine = dict(stubs.get(name, {}))
+    if not text:
+        mine.pop(state, None)
+    else:
+        try:
+            mine[state] = json.loads(text)
+        except ValueError as exc:
+            return _render(request, draft, 400, selected=state, message=f"the dry-run output is not JSON: {exc}")
+    request.session[STUBS] = {**stubs, name: mine}
+    return _render(request, draft, selected=state, message=f"{state} returns this in your dry runs" if text
+                   else f"{state} returns {{}} in your dry runs")
 
 
 @login_required
@@ -397,3 +427,31 @@ def paste_state(request: HttpRequest, name: str) -> HttpResponse:
 
     return _change(request, name, lambda d, seen: drafts.apply_edit(d.pk, seen, change, request.user),
                    after=lambda: pasted[0], say=True)
+
+
+@require_POST
+@permission_required("designer.change_draft", raise_exception=True)
+def test_state(request: HttpRequest, name: str) -> HttpResponse:
+    """Run the selected task state's handler once on a worker, its effects recorded, not done."""
+    draft = get_object_or_404(Draft, name=name)
+    state = request.POST.get("state", "")
+    problems: list[str] = []
+    context = _json_field(request.POST.get("context", ""), "the context", problems, dict)
+    if problems:
+        return _render(request, draft, 400, selected=state, message=problems[0])
+    try:
+        trial = start_trial(draft, state, context, request.user)
+    except edits.EditError as exc:
+        return _render(request, draft, 400, selected=state, message=str(exc))
+    return _render(request, draft, selected=state, trial=trial,
+                   message=f"trying {state} on a worker of queue {trial.queue}")
+
+
+@login_required
+def trial(request: HttpRequest, name: str, trial_id: int) -> HttpResponse:
+    """A trial's card, polled until it ends (then 286 stops the polling)."""
+    found = get_object_or_404(Trial, pk=trial_id, draft__name=name)
+    response = render(request, "designer/_trial.html", {"trial": found, "draft": found.draft})
+    if found.is_finished and request.htmx:
+        response.status_code = STOP_POLLING
+    return response

@@ -141,6 +141,8 @@ def legend_items() -> list[LegendItem]:
                             "status"))
     items += [LegendItem(kind, look.legend, "", "#ffffff", look.stroke, look.style,
                          "problem" if kind == "problem" else "diff") for kind, look in HIGHLIGHT_LOOKS.items()]
+    items.append(LegendItem("edge_added", "Transition added: thick green line, labelled \"new\"", "", "",
+                            HIGHLIGHT_LOOKS["added"].stroke, "bold", "diff"))
     items += [LegendItem(kind, look.label, "", "", look.color, look.style, "edge") for kind, look in EDGE_LOOKS.items()]
     return items
 
@@ -176,7 +178,7 @@ def legend_swatch(item: LegendItem) -> str:
     width = 3 if item.line == "bold" else 1.5
     dash = _DASH.get(item.line, "")
     paint = f'fill="{fill}" stroke="{stroke}" stroke-width="{width}"{dash}'
-    if item.group == "edge":
+    if item.group == "edge" or item.key.startswith("edge_"):
         body = (f'<line x1="2" y1="9" x2="25" y2="9" stroke="{stroke}" stroke-width="{width}"{dash}/>'
                 f'<polygon points="25,5 31,9 25,13" fill="{stroke}"/>')
     elif item.shape in ("oval", "ellipse"):

@@ -40,7 +40,7 @@ import subprocess
 import threading
 import weakref
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import lru_cache
 from html import unescape
@@ -245,6 +245,7 @@ class _Builder:
         self.selected = inputs.selected
         self.hrefs = inputs.hrefs
         self.highlights = inputs.highlights
+        self.new_edges = inputs.new_edges
         self.run_view = inputs.marks is not _NO_MARKS
         self.edges: list[_Edge] = []
         self.missing: set[str] = set()
@@ -427,7 +428,13 @@ class _Builder:
         if look.color != EDGE_LOOKS["next"].color:
             attrs["color"] = look.color
             attrs["fontcolor"] = look.color
-        lines = wrapped(edge.label) if edge.label else []
+        label = edge.label
+        if (edge.source, edge.target) in self.new_edges:
+            added = HIGHLIGHT_LOOKS["added"].stroke
+            attrs.update(color=added, fontcolor=added, penwidth="2.5", style="bold")
+            attrs["class"] += " edge_added"
+            label = f"new: {label}" if label else "new"
+        lines = wrapped(label) if label else []
         if any(lines):
             attrs["label"] = html_label(*lines)
             attrs["labeltooltip"] = tip(edge.tooltip)
@@ -446,11 +453,13 @@ class _Inputs:
     selected: str | None
     hrefs: Mapping[str, str | None]
     highlights: Mapping[str, str] = field(default_factory=dict)
+    new_edges: frozenset[tuple[str, str]] = frozenset()  # (source node id, target state name)
 
     @classmethod
     def of(cls, definition: Definition, marks: Mapping[str, StateMark | str] | None,
            counts: Mapping[str, str] | None, selected: str | None, link: Callable[[str], str] | None,
-           highlights: Mapping[str, str] | None = None) -> _Inputs:
+           highlights: Mapping[str, str] | None = None,
+           new_edges: Iterable[tuple[str, str]] = ()) -> _Inputs:
         unknown = set((highlights or {}).values()) - set(HIGHLIGHT_LOOKS)
         if unknown:
             raise ValueError(f"unknown highlight(s) {sorted(unknown)}; use {', '.join(HIGHLIGHT_LOOKS)}")
@@ -460,12 +469,14 @@ class _Inputs:
             selected=selected,
             hrefs={} if link is None else {name: url(link(name)) for name in definition.states},
             highlights=dict(highlights or {}),
+            new_edges=frozenset(("graph_start" if source == "start" else node_id(source), target)
+                                for source, target in new_edges),
         )
 
     def key(self) -> tuple[Any, ...]:
         marks = None if self.marks is _NO_MARKS else tuple(sorted(self.marks.items()))
         return (marks, tuple(sorted(self.counts.items())), self.selected, tuple(self.hrefs.items()),
-                tuple(sorted(self.highlights.items())))
+                tuple(sorted(self.highlights.items())), tuple(sorted(self.new_edges)))
 
 
 def to_dot(definition: Definition, *, marks: Mapping[str, StateMark | str] | None = None,
@@ -477,7 +488,8 @@ def to_dot(definition: Definition, *, marks: Mapping[str, StateMark | str] | Non
 
 def render_svg(definition: Definition, *, marks: Mapping[str, StateMark | str] | None = None,
                counts: Mapping[str, str] | None = None, selected: str | None = None,
-               link: Callable[[str], str] | None = None, highlights: Mapping[str, str] | None = None) -> str:
+               link: Callable[[str], str] | None = None, highlights: Mapping[str, str] | None = None,
+               new_edges: Iterable[tuple[str, str]] = ()) -> str:
     """The definition as an SVG element to embed in a page (no XML prolog, DOCTYPE or comments).
 
     ``marks``: state name -> ``StateMark`` (or its value) for a run's view; an empty dict still
@@ -487,13 +499,14 @@ def render_svg(definition: Definition, *, marks: Mapping[str, StateMark | str] |
     ``link``: state name -> href (relative or http(s); anything else is dropped), called once
     per state on every call (the hrefs are part of the cache key). ``highlights``: state name ->
     "problem" (the designer's findings), "added" or "changed" (a diff between versions), each
-    drawn with its outline colour and its words.
+    drawn with its outline colour and its words. ``new_edges``: (source state, or "start", and
+    target) transitions drawn thick green and labelled "new" (a diff).
 
     Cached (LRU of ``CACHE_SIZE``) by (definition content, marks, counts, selected, hrefs): equal
     inputs return the same string object, in about 0.1 ms. Definitions are taken as immutable
     (the engine never changes one): the content fingerprint is kept per definition object.
     Raises ValueError on an unknown mark, GraphRenderError when dot fails (not cached)."""
-    inputs = _Inputs.of(definition, marks, counts, selected, link, highlights)
+    inputs = _Inputs.of(definition, marks, counts, selected, link, highlights, new_edges)
     key = (_fingerprint(definition), *inputs.key())
     with _LOCK:
         svg = _SVGS.get(key)

@@ -79,6 +79,7 @@ def test_a_designer_builds_checks_and_publishes_a_workflow_in_the_browser(signed
 
     # a second version, compared with the first on the graph
     page.click("svg.workflow-graph a[hx-get*='state=ingest']")
+    expect(page.locator("#panel h2")).to_contain_text("ingest")
     page.fill("#id_state-timeout_seconds", "30")
     page.click("#save-state")
     expect(page.locator("#editor-message")).to_contain_text("changed ingest")
@@ -102,12 +103,20 @@ def test_a_designer_builds_checks_and_publishes_a_workflow_in_the_browser(signed
     run = Run.objects.get()
     assert run.status == RunStatus.SUCCEEDED and run.version.number == 2
 
+    # and one state tried for real on that worker, nothing of a run created
+    page.goto("/designer/shop/?state=summarise")
+    page.click("#test-state")
+    expect(page.locator(".trial .badge")).to_have_text("Succeeded", timeout=20_000)  # polled until it ends
+    expect(page.locator("#trial-output")).to_be_visible()
+    assert Run.objects.count() == 1
+
 
 def test_a_guard_is_built_with_the_condition_builder_and_drawn_on_the_graph(signed_in, screenshots):
     page = signed_in
     page.goto("/designer/")
     new_draft(page, "gated")
     page.click("svg.workflow-graph a[hx-get*='state=ingest']")
+    expect(page.locator("#panel h2")).to_contain_text("ingest")
     add = page.locator("#add-after-form")
     add.locator("select[name=type]").select_option("choice")
     add.locator("input[name=name]").fill("route")
@@ -158,3 +167,53 @@ def test_a_guard_is_built_with_the_condition_builder_and_drawn_on_the_graph(sign
     page.keyboard.press("Control+z")
     expect(page.locator("#revision")).to_have_text("3")
     expect(page.locator("#findings")).to_contain_text("route")  # the default is gone again
+
+
+def test_a_supervisor_worker_workflow_is_built_from_an_empty_draft_by_clicking(signed_in, screenshots):
+    page = signed_in
+    page.goto("/designer/")
+    new_draft(page, "research_flow", "empty")
+
+    add = page.locator("#add-form")  # nothing selected: the palette
+    add.locator("select[name=type]").select_option("parallel")
+    add.locator("input[name=name]").fill("research")
+    add.locator("button").click()
+    expect(page.locator("#panel h2")).to_contain_text("research")
+    page.click("#start-form button")
+    expect(page.locator("#is-start")).to_be_visible()
+    connect = page.locator("#connect-form")
+    connect.locator("select[name=target]").select_option("done")
+    connect.locator("button").click()
+    expect(page.locator("#editor-message")).to_contain_text("research now leads to done")
+
+    page.click("svg.workflow-graph a[hx-get*='state=research_first']")  # a state inside the branch
+    expect(page.locator("#panel h2")).to_contain_text("research_first")
+    add = page.locator("#add-after-form")
+    add.locator("select[name=type]").select_option("task")
+    add.locator("input[name=name]").fill("analyse")
+    add.locator("button").click()
+    expect(page.locator("#editor-message")).to_contain_text("added task state analyse after research_first")
+
+    source = page.locator("#source-form textarea")  # declare the topology in the source
+    source.fill(source.input_value().replace("name: research_flow\n", "name: research_flow\ntopology: "
+                                                                     "supervisor_worker\n", 1))
+    page.click("#save-source")
+    expect(page.locator("#editor-message")).to_contain_text("source saved")
+    expect(page.locator("svg.workflow-graph g.problem")).to_contain_text("research")  # a fan-out needs a reducer
+    expect(page.locator("#publish")).to_be_disabled()
+    page.click("#findings a.finding-state")
+    page.fill("#id_state-reducer", '{"strategy": "collect", "on_conflict": "error"}')
+    page.click("#save-state")
+    expect(page.locator("#findings")).to_contain_text("No findings")
+
+    page.click("#start-dry-run")
+    expect(page.locator("#dry-run-outcome")).to_contain_text("Succeeded")
+    expect(page.locator("#dry-run-steps")).to_contain_text("joins: the collect reducer merges the outputs")
+    page.fill("input[name=message]", "built by clicking")
+    page.click("#publish")
+    expect(page.locator("#editor-message")).to_contain_text("published as version 1")
+    page.screenshot(path=str(screenshots / "designer-supervisor-worker.png"), full_page=True)
+    definition = WorkflowVersion.objects.get(workflow__name="research_flow").definition
+    assert definition["topology"] == "supervisor_worker" and definition["start_at"] == "research"
+    branch = definition["states"]["research"]["branches"]["first"]
+    assert branch["states"]["research_first"]["next"] == "analyse"

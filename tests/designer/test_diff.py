@@ -57,6 +57,8 @@ def test_the_compare_page_draws_the_newer_graph_with_the_changes_outlined(viewer
     assert response.status_code == 200 and "version 1 → version 2" in html
     assert re.search(r'<g id="state_check" class="[^"]*\badded\b', html)
     assert re.search(r'<g id="state_fetch" class="[^"]*\bchanged\b', html)
+    added = re.findall(r'<g id="[^"]*" class="edge edge_next edge_added">', html)
+    assert len(added) == 2, added  # fetch -> check and check -> done; done's own edge is old
     assert "States removed" in html and "<li>ship</li>" in html and "fetch → ship (next)" in html
     versions = viewer.get(reverse("designer:versions", args=["shop"])).content.decode()
     assert "second" in versions and "changes from v1" in versions

@@ -104,3 +104,18 @@ def test_the_dry_run_on_the_editor_marks_its_path_on_the_graph(designer):
     bad = post(designer, "dry_run", draft="refund", input="{oops", stubs="[]", forced="{}")
     text = bad.content.decode()
     assert bad.status_code == 400 and "the input is not JSON" in text and "the stubs must be an object" in text
+
+
+def test_a_stub_set_in_the_panel_is_what_the_dry_run_uses(designer):
+    from designer.drafts import create_draft
+    from designer.source import dump
+
+    create_draft("refund", dump(REFUND, "yaml"), "yaml")
+    html = post(designer, "set_stub", draft="refund", state="check", stub='{"score": 0.95}').content.decode()
+    assert "check returns this in your dry runs" in html and "&quot;score&quot;: 0.95" in html
+    assert post(designer, "set_stub", draft="refund", state="check", stub="{nope").status_code == 400
+    page = designer.get("/designer/refund/").content.decode()
+    stubs = re.search(r'<textarea name="stubs"[^>]*>(.*?)</textarea>', page, re.S).group(1)
+    assert "&quot;check&quot;" in stubs and "0.95" in stubs
+    result = post(designer, "dry_run", draft="refund", input="{}", stubs='{"check": {"score": 0.95}}', forced="{}")
+    assert "rule 1 holds: goes to review" in result.content.decode()

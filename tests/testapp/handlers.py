@@ -261,3 +261,13 @@ def down_tool(ctx: StepContext, arguments: dict[str, Any]) -> dict[str, Any]:
     if not (ctx.context.get("input") or {}).get("up"):
         raise ConnectionError("the tool's service is down")
     return {"up": True}
+
+
+@handler("tests.mailer")
+def mailer(ctx: StepContext) -> dict[str, Any]:
+    """Sends one mail through the sink (an effect, undone by a recall) and reports its usage."""
+    to = ctx.input["to"]
+    receipt = ctx.effect("mail", lambda key: sink.deliver(f"mail-{to}", "mail", {"to": to}, idempotency_key=key),
+                         compensate=lambda result, key: sink.deliver(f"recall-{to}", "recall", {"to": to}))
+    ctx.usage(tokens=12, cost=0.002)
+    return {"to": to, "delivery": receipt["delivery"]}
