@@ -1,5 +1,6 @@
-"""Which two definitions a comparison shows (versions by number, or the draft), and the graph of
-the newer one with what changed outlined."""
+"""Which two definitions a comparison shows (published versions by number, the draft, or one of
+the draft's revisions as ``r<number>``), and the graph of the newer one with what changed
+outlined."""
 
 from __future__ import annotations
 
@@ -9,39 +10,45 @@ from django.utils.safestring import SafeString, mark_safe
 
 from monitoring.graphs import GraphRenderError, render_svg
 from orchestrator.engine.definition import build_definition
-from orchestrator.models import Workflow
+from orchestrator.models import WorkflowVersion
 
-from . import drafts
+from . import drafts, source
 from .diff import DefinitionDiff, diff
 from .edits import EditError
 from .models import Draft
 
 
-def _side(workflow: Workflow, text: str) -> tuple[str, dict[str, Any]]:
-    """(label, document) for ``text``: a version number, or "draft"."""
-    if text == "draft":
-        draft = Draft.objects.filter(name=workflow.name).first()
+def _side(name: str, draft: Draft | None, text: str) -> tuple[str, dict[str, Any]]:
+    """(label, document) for ``text``: a version number, "draft", or "r<number>"."""
+    if text == "draft" or text.startswith("r"):
         if draft is None:
-            raise EditError(f"{workflow.name} has no draft: open it in the designer first")
-        return f"the draft (revision {draft.revision})", drafts.snapshot(draft).doc
+            raise EditError(f"{name} has no draft: open it in the designer first")
+        if text == "draft":
+            return f"the draft (revision {draft.revision})", drafts.snapshot(draft).doc
+        revision = draft.revisions.filter(number=int(text[1:])).first() if text[1:].isdigit() else None
+        if revision is None:
+            raise EditError(f"the draft of {name} has no revision {text[1:][:20]!r}")
+        return f"revision {revision.number}", source.parse(revision.source, revision.format)
     try:
         number = int(text)
     except ValueError:
-        raise EditError(f"compare versions by number, or 'draft'; not {text[:20]!r}") from None
-    version = workflow.versions.filter(number=number).first()
+        raise EditError(f"compare versions by number, 'draft' or a revision such as 'r3'; not {text[:20]!r}") from None
+    version = WorkflowVersion.objects.filter(workflow__name=name, number=number).first()
     if version is None:
-        raise EditError(f"{workflow.name} has no version {number}")
+        raise EditError(f"{name} has no version {number}")
     return f"version {number}", version.definition
 
 
-def comparison(workflow: Workflow, a: str, b: str) -> dict[str, Any]:
+def comparison(name: str, a: str, b: str) -> dict[str, Any]:
     """What the compare page shows; ``a`` and ``b`` default to the two latest versions."""
-    numbers = list(workflow.versions.order_by("-number").values_list("number", flat=True)[:2])
-    if not numbers:
-        raise EditError(f"{workflow.name} has no published version yet")
+    draft = Draft.objects.filter(name=name).first()
+    numbers = list(WorkflowVersion.objects.filter(workflow__name=name).order_by("-number").values_list(
+        "number", flat=True))
+    if not (a and b) and not numbers:
+        raise EditError(f"{name} has no published version yet")
     b = b or str(numbers[0])
     a = a or str(numbers[1] if len(numbers) > 1 else numbers[0])
-    (old_label, old), (new_label, new) = _side(workflow, a), _side(workflow, b)
+    (old_label, old), (new_label, new) = _side(name, draft, a), _side(name, draft, b)
     changes: DefinitionDiff = diff(old, new)
     graph: SafeString | None = None
     problem = ""
@@ -51,7 +58,9 @@ def comparison(workflow: Workflow, a: str, b: str) -> dict[str, Any]:
             new_edges=[(t.source, t.target) for t in changes.transitions_added]))
     except (GraphRenderError, KeyError, TypeError, ValueError) as exc:
         problem = f"the graph of {new_label} cannot be drawn: {exc}"
+    choices = [str(n) for n in numbers] + (["draft"] if draft else [])
+    for side in (a, b):
+        if side not in choices:
+            choices.append(side)
     return {"a": a, "b": b, "old_label": old_label, "new_label": new_label, "changes": changes, "graph": graph,
-            "graph_problem": problem,
-            "choices": [*(str(n) for n in workflow.versions.order_by("-number").values_list("number", flat=True)),
-                        *(["draft"] if Draft.objects.filter(name=workflow.name).exists() else [])]}
+            "graph_problem": problem, "choices": choices}

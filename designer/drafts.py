@@ -61,9 +61,24 @@ def open_draft(name: str, user: Any = None) -> Draft:
                         f"{workflow.latest_version().number}")
 
 
-def create_draft(name: str, text: str, fmt: str, user: Any = None, note: str = "created") -> Draft:
-    """A new draft whose first revision is ``text`` (it must parse; it need not validate yet)."""
+def _checked(text: str, fmt: str) -> dict[str, Any]:
+    """The document in ``text``; SourceError at the right line when it does not parse or breaks
+    the definition's schema (other findings are the editor's to show, not a reason to refuse)."""
     doc = source.parse(text, fmt)
+    schema = [finding for finding in validate(doc) if finding.code == "schema"]
+    if schema:
+        first = schema[0]
+        more = f" (and {len(schema) - 1} more schema error{'s' if len(schema) > 2 else ''})" if len(schema) > 1 else ""
+        where = f"{first.state}: " if first.state else ""
+        raise source.SourceError(f"{where}{first.message}{more}",
+                                 source.line_of_key(text, first.state) if first.state else 1)
+    return doc
+
+
+def create_draft(name: str, text: str, fmt: str, user: Any = None, note: str = "created") -> Draft:
+    """A new draft whose first revision is ``text``: it must parse and follow the definition's
+    schema; it need not pass every check yet."""
+    doc = _checked(text, fmt)
     if doc.get("name") != name:
         raise source.SourceError(f"the definition's name must be {name!r}, the draft's", 1, 1)
     with transaction.atomic():
@@ -111,8 +126,9 @@ def _append(draft: Draft, text: str, fmt: str, user: Any, note: str) -> DraftRev
 
 def save_source(draft_id: int, seen: int, text: str, fmt: str, user: Any = None) -> DraftRevision:
     """Replace the source (the Source tab's save). Refused, the draft untouched, when it does not
-    parse or renames the workflow; unchanged text makes no revision."""
-    doc = source.parse(text, fmt)
+    parse, breaks the definition's schema (at the line of the state concerned) or renames the
+    workflow; unchanged text makes no revision. Other findings are the editor's to show."""
+    doc = _checked(text, fmt)
     with transaction.atomic():
         draft = _locked(draft_id, seen)
         if doc.get("name") != draft.name:

@@ -22,7 +22,7 @@ from .conditions import MODES, OPERATOR_WORDS, Row, context_paths, to_rows
 from .drafts import Snapshot
 from .dryrun import DryRun
 from .edits import STARTERS, EditError, find, references, scopes, state_names
-from .forms import state_form
+from .forms import WORKFLOW_FIELDS, state_form
 
 
 @dataclass
@@ -87,6 +87,7 @@ class EditorView:
     source_error: Any = None  # source.SourceError of a refused save, shown at its line
     message: str = ""  # an edit refused, or what the last one did
     dry: DryRunForm | None = None  # the dry run's inputs, and its result once run
+    workflow_form: forms.Form | None = None  # the workflow's own settings, when no state is selected
 
     @property
     def trial_context(self) -> str:
@@ -108,7 +109,8 @@ def state_link(name: str) -> str:
 def editor_view(snapshot: Snapshot, selected: str = "", *, form: forms.Form | None = None,
                 source_text: str | None = None, source_error: Any = None, message: str = "",
                 rule: int | None = None, builder: RuleBuilder | None = None,
-                dry: DryRunForm | None = None, stubs: dict[str, Any] | None = None) -> EditorView:
+                dry: DryRunForm | None = None, stubs: dict[str, Any] | None = None,
+                workflow_form: forms.Form | None = None) -> EditorView:
     """``stubs``: the dry-run outputs this person set in the panels (state -> output)."""
     doc = snapshot.doc
     names = state_names(doc)
@@ -140,9 +142,11 @@ def editor_view(snapshot: Snapshot, selected: str = "", *, form: forms.Form | No
                          json.dumps(stubs or {}, indent=2, ensure_ascii=False))
     if panel is not None and stubs and panel.name in stubs:
         panel.stub = json.dumps(stubs[panel.name], ensure_ascii=False)
+    if panel is None and workflow_form is None:
+        workflow_form = state_form("workflow", doc, names, specs=WORKFLOW_FIELDS)
     return EditorView(snapshot, graph, graph_problem, findings, panel, names,
                       source_text=snapshot.revision.source if source_text is None else source_text,
-                      source_error=source_error, message=message, dry=dry)
+                      source_error=source_error, message=message, dry=dry, workflow_form=workflow_form)
 
 
 def _path_marks(result: DryRun) -> dict[str, StateMark]:

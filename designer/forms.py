@@ -10,11 +10,20 @@ import inspect
 from typing import Any
 
 from django import forms
+from django.contrib.auth.models import Group
 
 from orchestrator.engine.registry import get_handler, handler_names
+from orchestrator.engine.schema import CONFLICT_POLICIES, JOIN_MODES, REDUCER_STRATEGIES
+from orchestrator.models.workflows import Topology
 
-TEXT, NUMBER, WHOLE, FLAG, LONG, JSON, STATE, HANDLER = (
-    "text", "number", "whole", "flag", "long", "json", "state", "handler")
+TEXT, NUMBER, WHOLE, FLAG, LONG, JSON, STATE, HANDLER, CHOICE, GROUPS = (
+    "text", "number", "whole", "flag", "long", "json", "state", "handler", "choice", "groups")
+# A field named "a.b" sets key b of the mapping at key a (created when one of its fields is set,
+# removed when none is); CHOICE fields take their options from OPTIONS.
+OPTIONS: dict[str, list[str]] = {
+    "reducer.strategy": REDUCER_STRATEGIES, "reducer.on_conflict": CONFLICT_POLICIES,
+    "join.mode": JOIN_MODES, "topology": [value for value, _ in Topology.choices],
+}
 
 DEFAULT_ON = {"four_eyes": True}
 COMMON_TAIL = [("queue", TEXT, "queue its workers read (a pool of its own)"), ("title", TEXT, "shown on the graph"),
@@ -30,6 +39,21 @@ RESILIENCE = [("timeout_seconds", NUMBER, "a try fails as timed out after this")
               ("catch", JSON, 'catch rules, e.g. [{"errors": ["*"], "next": "undo"}]'),
               ("requires_approval", JSON, "a person approves the transition out of it")]
 
+REDUCING = [("reducer.strategy", CHOICE, "how the outputs merge"),
+            ("reducer.on_conflict", CHOICE, "when outputs disagree"),
+            ("reducer.path", TEXT, "the field compared (highest score, majority vote)"),
+            ("reducer.handler", TEXT, "a registered reducer (custom)")]
+WORKFLOW_FIELDS = [("title", TEXT, "shown on the workflow's pages"), ("description", LONG, "what it is for"),
+                   ("topology", CHOICE, "checked by the validator"),
+                   ("budgets.max_steps", WHOLE, "steps a run may take (a loop needs it)"),
+                   ("budgets.max_tokens", WHOLE, "model tokens a run may use"),
+                   ("budgets.max_cost", NUMBER, "money a run may spend"),
+                   ("budgets.max_depth", WHOLE, "handoffs a run may make"),
+                   ("budgets.max_parallel_agents", WHOLE, "branches at work at once"),
+                   ("timeout_seconds", NUMBER, "a run's deadline"),
+                   ("input_schema", JSON, "JSON Schema a run's input must match"),
+                   ("sample_input", JSON, "what the start form and the dry run are prefilled with")]
+
 FIELDS: dict[str, list[tuple[str, str, str]]] = {
     "task": [("handler", HANDLER, "the registered function it calls"), ("args", JSON, "fixed arguments"),
              *FLOW, *RESILIENCE, *CONTRACT, *COMMON_TAIL],
@@ -43,7 +67,9 @@ FIELDS: dict[str, list[tuple[str, str, str]]] = {
                ("comment", LONG, "a note")],
     "wait": [("seconds", NUMBER, "how long it waits"), ("seconds_path", TEXT, "or a context path holding seconds"),
              *FLOW, ("title", TEXT, "shown on the graph")],
-    "approval": [("title", TEXT, "what the approver is asked"), ("approvers", JSON, '{"groups": ["approvers"]}'),
+    "approval": [("title", TEXT, "what the approver is asked"),
+                 ("approvers.groups", GROUPS, "who may decide (none: anyone with the decide permission)"),
+                 ("approvers.permissions", JSON, 'or by permission: ["orchestrator.decide_approval"]'),
                  ("four_eyes", FLAG, "the person who started the run may not decide"),
                  ("due_seconds", NUMBER, "when a decision is due"), ("on_timeout", TEXT, "outcome when overdue"),
                  ("escalation", JSON, '{"approvers": {"groups": ["leads"]}, "due_seconds": 3600}'),
@@ -51,12 +77,14 @@ FIELDS: dict[str, list[tuple[str, str, str]]] = {
                  ("reject", STATE, "where a rejection leads"), ("show", JSON, "context paths shown to the approver"),
                  ("editable", TEXT, "a context path the approver may correct"), *FLOW, *COMMON_TAIL],
     "parallel": [("branches", JSON, "branch name -> {start_at, states}"),
-                 ("join", JSON, '{"mode": "all"} or {"mode": "quorum", "count": 2, "timeout_seconds": 60}'),
-                 ("reducer", JSON, '{"strategy": "collect", "on_conflict": "error"}'), *FLOW,
+                 ("join.mode", CHOICE, "all branches, a quorum, or the first N"),
+                 ("join.count", WHOLE, "for quorum and first: how many"),
+                 ("join.timeout_seconds", NUMBER, "the join fails as a coordination deadlock after this"),
+                 *REDUCING, *FLOW,
                  ("requires_approval", JSON, "a person approves the transition out of it"), *COMMON_TAIL],
     "map": [("items_path", TEXT, "context path of the list"), ("max_concurrency", WHOLE, "items at once"),
             ("tolerated_failure_percentage", NUMBER, "failed items allowed, in %"),
-            ("iterator", JSON, "{start_at, states} run for each item"), ("reducer", JSON, "how items merge"),
+            ("iterator", JSON, "{start_at, states} run for each item"), *REDUCING,
             *FLOW, *COMMON_TAIL],
     "handoff": [("to", STATE, "the agent state that takes over"), ("input", JSON, "the part of the context passed"),
                 ("title", TEXT, "shown on the graph")],
@@ -77,16 +105,38 @@ def handler_choices() -> list[tuple[str, str]]:
     return found
 
 
-def state_form(state_type: str, raw: dict[str, Any], states: list[str], data: Any = None) -> forms.Form:
+def _get(raw: dict[str, Any], name: str, default: Any = None) -> Any:
+    """The value of a field: ``raw[name]``, or ``raw[a][b]`` for a field named "a.b"."""
+    outer, _, inner = name.partition(".")
+    if not inner:
+        return raw.get(name, default)
+    nested = raw.get(outer)
+    return nested.get(inner, default) if isinstance(nested, dict) else default
+
+
+def state_form(state_type: str, raw: dict[str, Any], states: list[str], data: Any = None,
+               specs: list[tuple[str, str, str]] | None = None) -> forms.Form:
     """The panel's form for a state of ``state_type``, filled from its ``raw`` fields (or bound to
-    ``data``); ``states``: the draft's state names, for the fields that name one."""
+    ``data``); ``states``: the draft's state names, for the fields that name one. ``specs``
+    replaces the type's fields (the workflow's own settings use WORKFLOW_FIELDS)."""
     fields: dict[str, forms.Field] = {}
     initial: dict[str, Any] = {}
     handlers = handler_choices()
-    for name, kind, help_text in FIELDS.get(state_type, []):
-        value = raw.get(name, DEFAULT_ON.get(name))
-        if kind == FLAG:
-            field: forms.Field = forms.BooleanField(required=False)
+    for name, kind, help_text in specs if specs is not None else FIELDS.get(state_type, []):
+        value = _get(raw, name, DEFAULT_ON.get(name))
+        if kind == CHOICE:
+            options = OPTIONS[name]
+            choices = [("", "(default)"), *((o, o) for o in options)]
+            if value and value not in options:
+                choices.append((value, f"{value} (unknown)"))
+            field: forms.Field = forms.ChoiceField(required=False, choices=choices)
+        elif kind == GROUPS:
+            names = list(Group.objects.order_by("name").values_list("name", flat=True))
+            names += [g for g in (value or []) if g not in names]  # a group named but not created yet
+            field = forms.MultipleChoiceField(required=False, choices=[(g, g) for g in names],
+                                              widget=forms.CheckboxSelectMultiple)
+        elif kind == FLAG:
+            field = forms.BooleanField(required=False)
         elif kind == NUMBER:
             field = forms.FloatField(required=False)
         elif kind == WHOLE:
@@ -109,23 +159,36 @@ def state_form(state_type: str, raw: dict[str, Any], states: list[str], data: An
         else:
             field = forms.CharField(required=False, max_length=500)
         field.help_text = help_text
-        fields[name] = field
-        initial[name] = value
+        fields[name.replace(".", "__")] = field
+        field.label = name
+        initial[name.replace(".", "__")] = value
     form_class = type(f"{state_type.title()}StateForm", (forms.Form,), fields)
     return form_class(data=data, initial=initial, prefix="state")
 
 
-def changed_fields(form: forms.Form, state_type: str) -> dict[str, Any]:
+def changed_fields(form: forms.Form, state_type: str, raw: dict[str, Any] | None = None,
+                   specs: list[tuple[str, str, str]] | None = None) -> dict[str, Any]:
     """What a valid form sets: each field's value, None (remove the key) for an empty one; a
     flag at its default is removed too (``four_eyes`` is on by default: only off is written)."""
     values: dict[str, Any] = {}
-    for name, kind, _ in FIELDS.get(state_type, []):
-        value = form.cleaned_data.get(name)
+    nested: dict[str, dict[str, Any]] = {}
+    for name, kind, _ in specs if specs is not None else FIELDS.get(state_type, []):
+        value = form.cleaned_data.get(name.replace(".", "__"))
         if kind == FLAG:
             default = DEFAULT_ON.get(name, False)
-            values[name] = None if bool(value) == default else bool(value)
+            value = None if bool(value) == default else bool(value)
         elif kind == NUMBER and value is not None and float(value).is_integer():
-            values[name] = int(value)
+            value = int(value)
+        elif value in ("", None, []):
+            value = None
+        outer, _, inner = name.partition(".")
+        if inner:
+            nested.setdefault(outer, {})[inner] = value
         else:
-            values[name] = None if value in ("", None) else value
+            values[name] = value
+    for outer, parts in nested.items():  # keys the panel does not show are kept
+        kept = dict((raw or {}).get(outer) or {}) if isinstance((raw or {}).get(outer), dict) else {}
+        kept.update(parts)
+        merged = {key: value for key, value in kept.items() if value is not None}
+        values[outer] = merged or None
     return values

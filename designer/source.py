@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -90,3 +91,13 @@ def dump(doc: Any, fmt: str) -> str:
 def parse(text: str, fmt: str) -> dict[str, Any]:
     """Plain data from source text (SourceError when it does not parse)."""
     return plain(load(text, fmt))
+
+
+def line_of_key(text: str, key: str) -> int | None:
+    """The first line (1-based) where ``key`` is a mapping key, in YAML or JSON text."""
+    name = re.escape(key)
+    for pattern in (rf'^[ \t]*(?:"{name}"|\'{name}\'|{name})[ \t]*:', rf'"{name}"[ \t]*:'):
+        found = re.search(pattern, text, re.M)
+        if found:
+            return text.count("\n", 0, found.start()) + 1
+    return None

@@ -106,6 +106,40 @@ states:
     type: fail
     error: Rejected
 """),
+    "saga": ("Saga (undo on failure)", """\
+name: {name}
+topology: pipeline
+# Each effect carries its compensation (ctx.effect(..., compensate=...)). Put fail_at:
+# close_ticket in the input: the last step fails, and the run undoes the e-mail, then the
+# reversal, newest first, before it ends failed.
+input_schema:
+  type: object
+  required: [order_id, amount, customer]
+  properties:
+    order_id: {{type: string}}
+    amount: {{type: number}}
+    customer: {{type: string}}
+    fail_at: {{enum: [close_ticket]}}
+sample_input: {{order_id: A-1001, amount: 40, customer: ada@example.com, fail_at: close_ticket}}
+start_at: check
+states:
+  check:
+    type: task
+    handler: demo.refund_check
+    next: reverse
+  reverse:
+    type: task
+    handler: demo.reverse_charge
+    next: email
+  email:
+    type: task
+    handler: demo.email_customer
+    next: close_ticket
+  close_ticket:
+    type: task
+    handler: demo.close_ticket
+    end: true
+"""),
 }
 STARTER_NAMES = [(key, label) for key, (label, _) in STARTERS.items()]
 

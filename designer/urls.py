@@ -10,6 +10,7 @@ urlpatterns = [
     path("<str:name>/", views.editor, name="editor"),
     path("<str:name>/edit/", views.edit, name="edit"),
     path("<str:name>/state/", views.save_state, name="save_state"),
+    path("<str:name>/settings/", views.save_workflow, name="save_workflow"),
     path("<str:name>/source/", views.save_source, name="save_source"),
     path("<str:name>/rule/", views.save_rule, name="save_rule"),
     path("<str:name>/rule/delete/", views.delete_rule, name="delete_rule"),

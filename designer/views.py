@@ -25,7 +25,7 @@ from . import conditions, drafts, edits, source
 from .comparison import comparison
 from .dryrun import dry_run as run_dry
 from .editor import DryRunForm, RuleBuilder, editor_view
-from .forms import changed_fields, state_form
+from .forms import WORKFLOW_FIELDS, changed_fields, state_form
 from .listing import listing
 from .models import Draft, DraftRevision, Trial
 from .starters import STARTER_NAMES, starter_source
@@ -73,6 +73,7 @@ def _render(request: HttpRequest, draft: Draft, status: int = 200, **kwargs: Any
     selected = kwargs.pop("selected", request.GET.get("state", "") or request.POST.get("state", ""))
     published = kwargs.pop("published", None)
     shown_trial = kwargs.pop("trial", None)
+    stale = kwargs.pop("stale", None)  # the revision a refused (stale) change was made on
     stubs = request.session.get(STUBS, {}).get(draft.name, {})
     view = editor_view(drafts.snapshot(draft), selected, stubs=stubs, **kwargs)
     template = "designer/_editor.html" if request.htmx else TEMPLATE  # the page, or the editor swapped
@@ -80,7 +81,8 @@ def _render(request: HttpRequest, draft: Draft, status: int = 200, **kwargs: Any
         "number", flat=True).first()
     return render(request, template, {"view": view, "draft": draft, "formats": DraftRevision.Format.choices,
                                       "published": published, "exports": EXPORTS, "latest": latest,
-                                      "clipboard": request.session.get(CLIPBOARD), "trial": shown_trial},
+                                      "clipboard": request.session.get(CLIPBOARD), "trial": shown_trial,
+                                      "stale": stale},
                   status=status)
 
 
@@ -196,8 +198,9 @@ def _change(request: HttpRequest, name: str, run: Callable[[Draft, int], Any], *
         run(draft, _seen(request))
     except (drafts.StaleDraft, edits.EditError, source.SourceError) as exc:
         draft.refresh_from_db()
-        return _render(request, draft, 409 if isinstance(exc, drafts.StaleDraft) else 400, message=str(exc),
-                       selected=selected)
+        stale = isinstance(exc, drafts.StaleDraft)
+        return _render(request, draft, 409 if stale else 400, message=str(exc), selected=selected,
+                       stale=_seen(request) if stale else None)
     draft.refresh_from_db()
     note = draft.revisions.get(number=draft.revision).note if say else ""
     chosen = selected if after is None else after() if callable(after) else after
@@ -262,7 +265,7 @@ def save_state(request: HttpRequest, name: str) -> HttpResponse:
     if not form.is_valid():
         return _render(request, draft, 400, form=form, selected=state,
                        message="the panel has fields to correct: see beside them")
-    values = changed_fields(form, raw.get("type", ""))
+    values = changed_fields(form, raw.get("type", ""), raw)
     return _change(request, name, lambda d, seen: drafts.apply_edit(
         d.pk, seen, lambda doc: _set(doc, state, values), request.user), selected=state, say=True)
 
@@ -285,7 +288,7 @@ def save_source(request: HttpRequest, name: str) -> HttpResponse:
                        message=f"not saved: {exc}")
     except drafts.StaleDraft as exc:
         draft.refresh_from_db()
-        return _render(request, draft, 409, source_text=text, message=str(exc))
+        return _render(request, draft, 409, source_text=text, message=str(exc), stale=_seen(request))
     draft.refresh_from_db()
     return _render(request, draft, message="source saved")
 
@@ -313,7 +316,7 @@ def publish(request: HttpRequest, name: str) -> HttpResponse:
         return _render(request, draft, 400, message="not published: " + "; ".join(f.message for f in exc.findings))
     except drafts.StaleDraft as exc:
         draft.refresh_from_db()
-        return _render(request, draft, 409, message=str(exc))
+        return _render(request, draft, 409, message=str(exc), stale=_seen(request))
     words = (f"published as version {version.number}" if created
              else f"not published again: version {version.number} has this content")
     if request.htmx:
@@ -333,14 +336,15 @@ def versions(request: HttpRequest, name: str) -> HttpResponse:
 
 @login_required
 def compare(request: HttpRequest, name: str) -> HttpResponse:
-    """Two versions (``?a=1&b=2``; ``b=draft`` is the draft) side by side: the newer one's graph
-    with added and changed states outlined, and every change in words."""
-    workflow = get_object_or_404(Workflow, name=name)
+    """Two definitions (``?a=1&b=2``: versions; ``draft``; ``r3``, a revision of the draft) side by
+    side: the newer one's graph with added and changed states outlined, and every change in words."""
+    if not (Workflow.objects.filter(name=name).exists() or Draft.objects.filter(name=name).exists()):
+        raise Http404(f"no workflow or draft named {name!r}")
     try:
-        found = comparison(workflow, request.GET.get("a", ""), request.GET.get("b", ""))
+        found = comparison(name, request.GET.get("a", ""), request.GET.get("b", ""))
     except edits.EditError as exc:
-        return render(request, "designer/compare.html", {"workflow": workflow, "error": str(exc)}, status=400)
-    return render(request, "designer/compare.html", {"workflow": workflow, **found})
+        return render(request, "designer/compare.html", {"name": name, "error": str(exc)}, status=400)
+    return render(request, "designer/compare.html", {"name": name, **found})
 
 
 def _json_field(text: str, label: str, problems: list[str], want: type) -> Any:
@@ -455,3 +459,26 @@ def trial(request: HttpRequest, name: str, trial_id: int) -> HttpResponse:
     if found.is_finished and request.htmx:
         response.status_code = STOP_POLLING
     return response
+
+
+@require_POST
+@permission_required("designer.change_draft", raise_exception=True)
+def save_workflow(request: HttpRequest, name: str) -> HttpResponse:
+    """The workflow's own settings (title, topology, budgets, deadline, input schema, sample)."""
+    draft = get_object_or_404(Draft, name=name)
+    doc = drafts.snapshot(draft).doc
+    form = state_form("workflow", doc, edits.state_names(doc), data=request.POST, specs=WORKFLOW_FIELDS)
+    if not form.is_valid():
+        return _render(request, draft, 400, workflow_form=form,
+                       message="the workflow's settings have fields to correct: see beside them")
+    values = changed_fields(form, "workflow", doc, WORKFLOW_FIELDS)
+
+    def change(tree: Any) -> str:
+        for key, value in values.items():
+            if value is None:
+                tree.pop(key, None)
+            else:
+                tree[key] = value
+        return "changed the workflow's settings"
+
+    return _change(request, name, lambda d, seen: drafts.apply_edit(d.pk, seen, change, request.user), say=True)

@@ -139,3 +139,27 @@
     else if (event.key === "n") { var name = document.querySelector("#add-after-form input[name=name], #add-form input[name=name]"); if (name) { event.preventDefault(); name.focus(); } }
   });
 })();
+// Designer: never lose an edit. The state panel saves each field as it changes (hx-trigger);
+// text typed elsewhere in the editor (the source, a rule, a dry run) and not yet sent makes
+// leaving the page, or swapping the editor for another state, ask first.
+(function () {
+  function dirtyForms() { return Array.prototype.filter.call(document.querySelectorAll("#editor form[data-dirty]"), function () { return true; }); }
+  document.addEventListener("input", function (event) {
+    var form = event.target.closest && event.target.closest("#editor form");
+    if (form && !form.hasAttribute("data-autosave") && !form.matches("[method=dialog]")) { form.setAttribute("data-dirty", "1"); }
+  });
+  document.addEventListener("htmx:beforeRequest", function (event) {
+    var elt = event.detail.elt;
+    var own = elt && elt.closest ? elt.closest("form") : null;
+    var others = dirtyForms().filter(function (form) { return form !== own; });
+    if (!others.length || !document.getElementById("editor")) { return; }
+    if (!elt.closest || !elt.closest("#editor, #find-state")) { return; }
+    if (elt.matches && elt.matches("[hx-trigger*='every']")) { return; }  // a poll swaps only itself
+    if (!window.confirm("You have changes that are not saved (" + others.map(function (f) { return f.id || "a form"; }).join(", ") + "). Leave them?")) {
+      event.preventDefault();
+    }
+  });
+  window.addEventListener("beforeunload", function (event) {
+    if (dirtyForms().length) { event.preventDefault(); event.returnValue = ""; }
+  });
+})();

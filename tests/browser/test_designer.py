@@ -13,6 +13,11 @@ from orchestrator.models import Run, RunStatus, WorkflowVersion
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 
+def settled(page) -> None:
+    """Wait until htmx has settled its last swap: until then the new forms' triggers are not bound."""
+    page.wait_for_function("!document.querySelector('.htmx-settling, .htmx-swapping, .htmx-added')")
+
+
 def new_draft(page, name: str, starter: str = "pipeline") -> None:
     """From the designer's list: a new draft from a starter, its editor open."""
     page.fill("input[name=name]", name)
@@ -155,6 +160,25 @@ def test_a_guard_is_built_with_the_condition_builder_and_drawn_on_the_graph(sign
     expect(page.locator("svg.workflow-graph g.status_visited")).to_have_count(3)  # ingest, route, publish
     page.screenshot(path=str(screenshots / "designer-dry-run.png"), full_page=True)
 
+    # never lose an edit: a panel field saves when it is left; unsent source text asks first
+    page.click("svg.workflow-graph a[hx-get*='state=summarise']")
+    expect(page.locator("#panel h2")).to_contain_text("summarise")
+    settled(page)
+    page.fill("#id_state-title", "Summarise it")
+    page.locator("#id_state-title").press("Tab")  # no Save button pressed
+    expect(page.locator("#editor-message")).to_contain_text("changed summarise")
+    expect(page.locator("#revision")).to_have_text("5")
+    page.locator("#source-form textarea").fill("name: gated\n# typed, not saved\n")
+    asked = []
+    page.once("dialog", lambda dialog: (asked.append(dialog.message), dialog.dismiss()))
+    page.click("svg.workflow-graph a[hx-get*='state=ingest']")
+    expect(page.locator("#panel h2")).to_contain_text("summarise")  # the editor stayed
+    assert asked and "not saved" in asked[0]
+    assert "# typed, not saved" in page.locator("#source-form textarea").input_value()
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.click("svg.workflow-graph a[hx-get*='state=ingest']")
+    expect(page.locator("#panel h2")).to_contain_text("ingest")
+
     # keyboard: the help, zoom, undo
     page.locator("body").click(position={"x": 5, "y": 300})  # nothing focused that takes typing
     page.keyboard.press("?")
@@ -165,8 +189,8 @@ def test_a_guard_is_built_with_the_condition_builder_and_drawn_on_the_graph(sign
     page.keyboard.press("+")
     assert page.locator("svg.workflow-graph").bounding_box()["width"] > width * 1.2
     page.keyboard.press("Control+z")
-    expect(page.locator("#revision")).to_have_text("3")
-    expect(page.locator("#findings")).to_contain_text("route")  # the default is gone again
+    expect(page.locator("#revision")).to_have_text("4")
+    expect(page.locator("svg.workflow-graph")).not_to_contain_text("Summarise it")  # the title is undone
 
 
 def test_a_supervisor_worker_workflow_is_built_from_an_empty_draft_by_clicking(signed_in, screenshots):
@@ -202,8 +226,10 @@ def test_a_supervisor_worker_workflow_is_built_from_an_empty_draft_by_clicking(s
     expect(page.locator("svg.workflow-graph g.problem")).to_contain_text("research")  # a fan-out needs a reducer
     expect(page.locator("#publish")).to_be_disabled()
     page.click("#findings a.finding-state")
-    page.fill("#id_state-reducer", '{"strategy": "collect", "on_conflict": "error"}')
-    page.click("#save-state")
+    expect(page.locator("#panel h2")).to_contain_text("research")
+    settled(page)
+    page.select_option("#id_state-reducer__strategy", "collect")  # saved as it changes
+    expect(page.locator("#editor-message")).to_contain_text("changed research")
     expect(page.locator("#findings")).to_contain_text("No findings")
 
     page.click("#start-dry-run")

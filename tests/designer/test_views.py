@@ -3,6 +3,7 @@ stale saves, undo and redo, publish, and user text shown as text."""
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
@@ -271,3 +272,76 @@ def test_a_state_is_copied_from_one_draft_and_pasted_in_another(designer):
     assert "as summarise_2" in again
     doc = Draft.objects.get(name="other").revisions.get(number=revision("other")).source
     assert "summarise_2:" in doc and "next: publish" not in doc  # it leads nowhere until connected
+
+
+def test_a_source_that_breaks_the_schema_is_refused_at_the_states_line(designer):
+    new(designer)
+    text = "name: shop\nstart_at: a\nstates:\n  a:\n    type: succeed\n  b:\n    type: teleport\n"
+    response = post(designer, "save_source", source=text, format="yaml")
+    html = response.content.decode()
+    assert response.status_code == 400 and "line 6" in html and "b: " in html and "use one of" in html
+    assert revision() == 1
+
+
+def test_a_stale_change_links_to_what_changed_since(designer):
+    new(designer)
+    post(designer, "edit", op="add", type="task", name="extra")
+    html = post(designer, "edit", revision=1, op="add", type="task", name="other").content.decode()
+    link = url("compare", "shop") + "?a=r1&amp;b=draft"
+    assert f'href="{link}" id="see-other-change"' in html
+    diff_page = designer.get(url("compare", "shop"), {"a": "r1", "b": "draft"}).content.decode()
+    assert "revision 1 → the draft (revision 2)" in diff_page and "<li>extra</li>" in diff_page
+
+
+def test_a_reducer_and_a_join_are_set_field_by_field(designer):
+    new(designer, "fan", "supervisor_worker")
+    html = designer.get(url("editor", "fan"), {"state": "research"}).content.decode()
+    assert '<option value="collect" selected>collect</option>' in html  # the starter's strategy
+    branches = json.dumps(designer.get(url("export", "fan", "json")).json()["states"]["research"]["branches"])
+    saved = post(designer, "save_state", draft="fan", state="research",
+                 **{"state-reducer__strategy": "highest_score", "state-reducer__on_conflict": "prefer_first",
+                    "state-reducer__path": "score", "state-join__mode": "quorum", "state-join__count": "1",
+                    "state-next": "done", "state-branches": branches})
+    assert saved.status_code == 200, saved.content.decode()[:300]
+    source = Draft.objects.get(name="fan").revisions.get(number=revision("fan")).source
+    assert "strategy: highest_score" in source and "on_conflict: prefer_first" in source and "path: score" in source
+    assert "mode: quorum" in source and "count: 1" in source
+    post(designer, "save_state", draft="fan", state="research",
+         **{"state-reducer__strategy": "collect", "state-next": "done", "state-branches": branches})
+    latest = Draft.objects.get(name="fan").revisions.get(number=revision("fan")).source
+    assert "join:" not in latest and "path: score" not in latest  # emptied fields go, with their mapping
+
+
+def test_the_workflows_own_settings_set_budgets_and_topology(designer):
+    new(designer)
+    html = designer.get(url("editor", "shop")).content.decode()
+    assert 'id="workflow-form"' in html and "budgets.max_steps" in html
+    post(designer, "save_workflow", **{"state-budgets__max_steps": "30", "state-topology": "pipeline",
+                                       "state-title": "The shop"})
+    source = Draft.objects.get(name="shop").revisions.get(number=revision()).source
+    assert "max_steps: 30" in source and "title: The shop" in source
+    bad = post(designer, "save_workflow", **{"state-budgets__max_steps": "-3"})
+    assert bad.status_code == 400 and 'id="error-budgets__max_steps"' in bad.content.decode()
+
+
+def test_an_approvals_deciders_are_chosen_among_the_groups(designer):
+    from django.contrib.auth.models import Group
+
+    Group.objects.get_or_create(name="finance")
+    new(designer, "flow", "approval")
+    html = designer.get(url("editor", "flow"), {"state": "review"}).content.decode()
+    assert 'value="finance"' in html and 'value="designers"' in html
+    post(designer, "save_state", draft="flow", state="review",
+         **{"state-approvers__groups": ["finance"], "state-title": "Approve?", "state-next": "done",
+            "state-reject": "rejected", "state-four_eyes": "on"})
+    source = Draft.objects.get(name="flow").revisions.get(number=revision("flow")).source
+    assert "approvers:" in source and "- finance" in source and "four_eyes" not in source  # on is the default
+
+
+def test_an_import_that_breaks_the_schema_is_refused_at_its_line(designer):
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    bad = SimpleUploadedFile("flow.yaml", b"name: flow\nstart_at: a\nstates:\n  a:\n    type: teleport\n")
+    response = designer.post(url("new_draft"), {"name": "flow", "file": bad})
+    assert response.status_code == 400 and "line 4" in response.content.decode()
+    assert not Draft.objects.exists()
