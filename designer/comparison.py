@@ -4,6 +4,7 @@ outlined."""
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 from django.utils.safestring import SafeString, mark_safe
@@ -14,7 +15,7 @@ from orchestrator.models import WorkflowVersion
 
 from . import drafts, source
 from .diff import DefinitionDiff, diff
-from .edits import EditError
+from .edits import EditError, scopes
 from .models import Draft
 
 
@@ -39,6 +40,23 @@ def _side(name: str, draft: Draft | None, text: str) -> tuple[str, dict[str, Any
     return f"version {number}", version.definition
 
 
+TRANSITION_KEYS = ("next", "default", "to", "reject", "choices", "catch", "routes", "outcomes", "end")
+
+
+def with_removed(old: dict[str, Any], new: dict[str, Any], changes: DefinitionDiff) -> dict[str, Any]:
+    """The newer document with the removed states put back where they were (their branch, if it
+    still exists, else the top), without their transitions: the comparison draws those apart."""
+    merged = copy.deepcopy(new)
+    where = {name: owner for scope, owner in scopes(old) for name in (scope.get("states") or {})}
+    raws = {name: raw for scope, _ in scopes(old) for name, raw in (scope.get("states") or {}).items()}
+    homes = {owner: scope for scope, owner in scopes(merged)}
+    for name in changes.removed:
+        home = homes.get(where.get(name, ""), merged)
+        home.setdefault("states", {})[name] = {key: value for key, value in raws[name].items()
+                                               if key not in TRANSITION_KEYS and key not in ("branches", "iterator")}
+    return merged
+
+
 def comparison(name: str, a: str, b: str) -> dict[str, Any]:
     """What the compare page shows; ``a`` and ``b`` default to the two latest versions."""
     draft = Draft.objects.filter(name=name).first()
@@ -54,8 +72,9 @@ def comparison(name: str, a: str, b: str) -> dict[str, Any]:
     problem = ""
     try:
         graph = mark_safe(render_svg(  # labels escaped by the renderer
-            build_definition(new), highlights=changes.highlights(),
-            new_edges=[(t.source, t.target) for t in changes.transitions_added]))
+            build_definition(with_removed(old, new, changes)), highlights=changes.highlights(),
+            new_edges=[(t.source, t.target) for t in changes.transitions_added],
+            removed_edges=[(t.source, t.target) for t in changes.transitions_removed]))
     except (GraphRenderError, KeyError, TypeError, ValueError) as exc:
         problem = f"the graph of {new_label} cannot be drawn: {exc}"
     choices = [str(n) for n in numbers] + (["draft"] if draft else [])

@@ -52,8 +52,9 @@ class DefinitionDiff:
                     or self.transitions_removed or self.workflow)
 
     def highlights(self) -> dict[str, str]:
-        """State name -> "added" or "changed", for the graph of the newer definition."""
-        return {**{name: "changed" for name in self.changed}, **{name: "added" for name in self.added}}
+        """State name -> "added", "changed" or "removed", for the graph of the comparison."""
+        return {**{name: "changed" for name in self.changed}, **{name: "added" for name in self.added},
+                **{name: "removed" for name in self.removed}}
 
 
 MISSING = object()

@@ -84,6 +84,7 @@ HIGHLIGHT_LOOKS: dict[str, _Highlight] = {
                           "Has a problem: dashed red outline (see the findings)"),
     "added": _Highlight("#137333", "bold", "added", "Added in the newer version: thick green outline"),
     "changed": _Highlight("#b06000", "bold", "changed", "Changed: thick amber outline (the fields are listed)"),
+    "removed": _Highlight("#c5221f", "dashed", "removed", "Removed in the newer version: dashed red outline"),
 }
 
 
@@ -105,6 +106,7 @@ EDGE_LOOKS: dict[str, _EdgeLook] = {
     "reject": _EdgeLook("Approval rejected, labelled \"reject\"", "dashed", "#c5221f"),
     "outcome": _EdgeLook("Approval outcome, labelled with its name", "dashed", "#8d6e00"),
     "fork": _EdgeLook("Into a branch", "solid", "#80868b"),
+    "removed": _EdgeLook("Removed transition (a diff), labelled \"removed\"", "dashed", "#c5221f"),
     "join": _EdgeLook("Branch finished", "solid", "#80868b"),
 }
 
@@ -143,7 +145,10 @@ def legend_items() -> list[LegendItem]:
                          "problem" if kind == "problem" else "diff") for kind, look in HIGHLIGHT_LOOKS.items()]
     items.append(LegendItem("edge_added", "Transition added: thick green line, labelled \"new\"", "", "",
                             HIGHLIGHT_LOOKS["added"].stroke, "bold", "diff"))
-    items += [LegendItem(kind, look.label, "", "", look.color, look.style, "edge") for kind, look in EDGE_LOOKS.items()]
+    items += [LegendItem(kind, look.label, "", "", look.color, look.style, "edge")
+              for kind, look in EDGE_LOOKS.items() if kind != "removed"]
+    removed = EDGE_LOOKS["removed"]  # only a comparison draws it
+    items.append(LegendItem("edge_removed", removed.label, "", "", removed.color, removed.style, "diff"))
     return items
 
 

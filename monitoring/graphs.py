@@ -246,6 +246,7 @@ class _Builder:
         self.hrefs = inputs.hrefs
         self.highlights = inputs.highlights
         self.new_edges = inputs.new_edges
+        self.removed_edges = inputs.removed_edges
         self.run_view = inputs.marks is not _NO_MARKS
         self.edges: list[_Edge] = []
         self.missing: set[str] = set()
@@ -275,6 +276,8 @@ class _Builder:
             g.node("graph_end", label="<end>", tooltip="end of the run", id="graph_end", shape="oval",
                    style="filled", fillcolor=END_LOOK.fill, color=END_LOOK.stroke, fontcolor=END_LOOK.fontcolor,
                    peripheries="2", fontsize="10", height="0.3", **{"class": "marker marker_end"})
+        self.edges += [_Edge(source, target, "removed", "removed", f"{source} → {target}: removed")
+                       for source, target in self.removed_edges]
         for edge in self.edges:
             self._edge(g, edge)
         for name in sorted(self.missing):
@@ -454,12 +457,13 @@ class _Inputs:
     hrefs: Mapping[str, str | None]
     highlights: Mapping[str, str] = field(default_factory=dict)
     new_edges: frozenset[tuple[str, str]] = frozenset()  # (source node id, target state name)
+    removed_edges: tuple[tuple[str, str], ...] = ()  # drawn besides the definition's own
 
     @classmethod
     def of(cls, definition: Definition, marks: Mapping[str, StateMark | str] | None,
            counts: Mapping[str, str] | None, selected: str | None, link: Callable[[str], str] | None,
            highlights: Mapping[str, str] | None = None,
-           new_edges: Iterable[tuple[str, str]] = ()) -> _Inputs:
+           new_edges: Iterable[tuple[str, str]] = (), removed_edges: Iterable[tuple[str, str]] = ()) -> _Inputs:
         unknown = set((highlights or {}).values()) - set(HIGHLIGHT_LOOKS)
         if unknown:
             raise ValueError(f"unknown highlight(s) {sorted(unknown)}; use {', '.join(HIGHLIGHT_LOOKS)}")
@@ -471,12 +475,14 @@ class _Inputs:
             highlights=dict(highlights or {}),
             new_edges=frozenset(("graph_start" if source == "start" else node_id(source), target)
                                 for source, target in new_edges),
+            removed_edges=tuple(sorted(("graph_start" if source == "start" else node_id(source), target)
+                                       for source, target in removed_edges)),
         )
 
     def key(self) -> tuple[Any, ...]:
         marks = None if self.marks is _NO_MARKS else tuple(sorted(self.marks.items()))
         return (marks, tuple(sorted(self.counts.items())), self.selected, tuple(self.hrefs.items()),
-                tuple(sorted(self.highlights.items())), tuple(sorted(self.new_edges)))
+                tuple(sorted(self.highlights.items())), tuple(sorted(self.new_edges)), self.removed_edges)
 
 
 def to_dot(definition: Definition, *, marks: Mapping[str, StateMark | str] | None = None,
@@ -489,7 +495,7 @@ def to_dot(definition: Definition, *, marks: Mapping[str, StateMark | str] | Non
 def render_svg(definition: Definition, *, marks: Mapping[str, StateMark | str] | None = None,
                counts: Mapping[str, str] | None = None, selected: str | None = None,
                link: Callable[[str], str] | None = None, highlights: Mapping[str, str] | None = None,
-               new_edges: Iterable[tuple[str, str]] = ()) -> str:
+               new_edges: Iterable[tuple[str, str]] = (), removed_edges: Iterable[tuple[str, str]] = ()) -> str:
     """The definition as an SVG element to embed in a page (no XML prolog, DOCTYPE or comments).
 
     ``marks``: state name -> ``StateMark`` (or its value) for a run's view; an empty dict still
@@ -500,13 +506,14 @@ def render_svg(definition: Definition, *, marks: Mapping[str, StateMark | str] |
     per state on every call (the hrefs are part of the cache key). ``highlights``: state name ->
     "problem" (the designer's findings), "added" or "changed" (a diff between versions), each
     drawn with its outline colour and its words. ``new_edges``: (source state, or "start", and
-    target) transitions drawn thick green and labelled "new" (a diff).
+    target) transitions drawn thick green and labelled "new" (a diff); ``removed_edges``:
+    transitions the definition no longer has, drawn dashed red and labelled "removed".
 
     Cached (LRU of ``CACHE_SIZE``) by (definition content, marks, counts, selected, hrefs): equal
     inputs return the same string object, in about 0.1 ms. Definitions are taken as immutable
     (the engine never changes one): the content fingerprint is kept per definition object.
     Raises ValueError on an unknown mark, GraphRenderError when dot fails (not cached)."""
-    inputs = _Inputs.of(definition, marks, counts, selected, link, highlights, new_edges)
+    inputs = _Inputs.of(definition, marks, counts, selected, link, highlights, new_edges, removed_edges)
     key = (_fingerprint(definition), *inputs.key())
     with _LOCK:
         svg = _SVGS.get(key)

@@ -35,7 +35,7 @@ def test_diff_names_every_change():
     assert [str(t) for t in changes.transitions_added] == ["check → done (next)", "fetch → check (next)"]
     assert [str(t) for t in changes.transitions_removed] == ["fetch → ship (next)", "ship → done (next)"]
     assert [(c.key, c.new_text) for c in changes.workflow] == [("timeout_seconds", "600")]
-    assert changes.highlights() == {"fetch": "changed", "check": "added"}
+    assert changes.highlights() == {"fetch": "changed", "check": "added", "ship": "removed"}
     assert diff(V1, V1).empty
 
 
@@ -59,6 +59,8 @@ def test_the_compare_page_draws_the_newer_graph_with_the_changes_outlined(viewer
     assert re.search(r'<g id="state_fetch" class="[^"]*\bchanged\b', html)
     added = re.findall(r'<g id="[^"]*" class="edge edge_next edge_added">', html)
     assert len(added) == 2, added  # fetch -> check and check -> done; done's own edge is old
+    assert re.search(r'<g id="state_ship" class="[^"]*\bremoved\b', html)  # drawn, and said
+    assert len(re.findall(r'class="edge edge_removed"', html)) == 2  # fetch -> ship, ship -> done
     assert "States removed" in html and "<li>ship</li>" in html and "fetch → ship (next)" in html
     versions = viewer.get(reverse("designer:versions", args=["shop"])).content.decode()
     assert "second" in versions and "changes from v1" in versions

@@ -11,6 +11,8 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
+from designer.edits import STARTERS
+from designer.forms import FIELDS
 from designer.models import Draft
 from orchestrator.engine.workflows import publish
 from orchestrator.models import WorkflowVersion
@@ -345,3 +347,13 @@ def test_an_import_that_breaks_the_schema_is_refused_at_its_line(designer):
     response = designer.post(url("new_draft"), {"name": "flow", "file": bad})
     assert response.status_code == 400 and "line 4" in response.content.decode()
     assert not Draft.objects.exists()
+
+
+@pytest.mark.parametrize("kind", list(STARTERS))
+def test_every_state_types_panel_has_its_form(designer, kind):
+    new(designer)
+    post(designer, "edit", op="add", state="ingest", type=kind, name="added")
+    html = designer.get(url("editor", "shop"), {"state": "added"}).content.decode()
+    assert f"<h2>added <span class=\"muted\">{kind}</span></h2>" in html
+    for name, _, _ in FIELDS[kind]:
+        assert f'name="state-{name.replace(".", "__")}"' in html, name
