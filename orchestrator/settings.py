@@ -41,6 +41,7 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django_htmx",
     "django_rq",
+    "ninja",  # the API docs page serves its own Swagger UI files, no CDN
     "orchestrator.apps.OrchestratorConfig",
     "designer",
     "monitoring",

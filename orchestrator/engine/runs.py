@@ -44,8 +44,10 @@ def start_run(
     *,
     idempotency_key: str | None = None,
     user: Any = None,
+    version: int | None = None,
 ) -> tuple[Run, bool]:
-    """Start a run of the workflow's latest version. Returns (run, created).
+    """Start a run of the workflow's latest version (or of version number ``version``). Returns
+    (run, created).
 
     A repeated idempotency key returns the run the first request started.
     """
@@ -58,10 +60,11 @@ def start_run(
         existing = Run.objects.filter(workflow=workflow, idempotency_key=idempotency_key).first()
         if existing:
             return existing, False
-    version = workflow.latest_version()
-    if version is None:
-        raise WorkflowNotFound(f"workflow {workflow.name!r} has no published version; publish one first")
-    definition = definition_for_version(version)
+    pinned = workflow.versions.filter(number=version).first() if version is not None else workflow.latest_version()
+    if pinned is None:
+        raise WorkflowNotFound(f"workflow {workflow.name!r} has no version {version}" if version is not None
+                               else f"workflow {workflow.name!r} has no published version; publish one first")
+    definition = definition_for_version(pinned)
     input = {} if input is None else input
     ensure_storable(input, "the run's input")
     check_run_input(definition, input)
@@ -69,12 +72,12 @@ def start_run(
         with transaction.atomic():
             now = clock.now()
             run = Run.objects.create(
-                workflow=workflow, version=version, input=input, context={"input": input},
+                workflow=workflow, version=pinned, input=input, context={"input": input},
                 idempotency_key=idempotency_key or None, started_by=user if getattr(user, "pk", None) else None,
                 deadline_at=run_deadline(definition, now),
             )
             log = EventLog(run, actor=run.started_by)
-            log.add(EventKind.RUN_STARTED, version=version.number, idempotency_key=idempotency_key or "")
+            log.add(EventKind.RUN_STARTED, version=pinned.number, idempotency_key=idempotency_key or "")
             enter_state(run, definition, definition.start_at, log)
             save_run(run)
             log.flush()

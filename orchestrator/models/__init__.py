@@ -4,10 +4,12 @@ from .effects import Effect, EffectStatus
 from .events import Event, EventKind
 from .lines import Fork, ForkStatus, Line, LineStatus
 from .runs import AttemptKind, AttemptStatus, FailureMode, PauseReason, Run, RunStatus, StepAttempt
+from .tokens import ApiToken
 from .workers import WorkerBeat
 from .workflows import Workflow, WorkflowVersion
 
 __all__ = [
+    "ApiToken",
     "ApprovalRequest",
     "ApprovalStatus",
     "AttemptKind",
