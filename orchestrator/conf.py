@@ -8,6 +8,8 @@
 | DEFAULT_STEP_TIMEOUT_SECONDS | 300 | step timeout when a state sets none |
 | MAX_RESUMES_PER_STEP | 20 | lost attempts of one step before the step fails as lost |
 | INLINE_CHAIN_LIMIT | 200 | steps a worker runs back to back for one run before going through RQ |
+| LOGIN_MAX_FAILURES | 5 | failed sign-ins for one account from one address before it must wait (accounts.py) |
+| LOGIN_LOCK_SECONDS | 900 | how long those failures count, and how long the wait lasts |
 | COMPENSATION_DEADLINE_SECONDS | 3600 | how long a failing run's saga may take; then what is left is marked |
 | COMPENSATION_MAX_ATTEMPTS | 5 | tries of one compensation (backoff from 1 s) before the run pauses for a person |
 | WORKER_SILENT_SECONDS | 30 | a worker not seen for this long no longer counts as reading its queues |
@@ -67,6 +69,8 @@ DEFAULTS: dict[str, Any] = {
     "CIRCUIT_BREAKERS": {"demo.partner_api": {"failures": 5, "open_seconds": 30}},
     "BULK_CHUNK_SIZE": 50,
     "BULK_STALL_SECONDS": 30.0,
+    "LOGIN_MAX_FAILURES": 5,
+    "LOGIN_LOCK_SECONDS": 900.0,
 }
 # Settings whose default is None still have a type (environment variables arrive as strings).
 _TYPES: dict[str, type] = {
