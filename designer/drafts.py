@@ -172,8 +172,8 @@ def publish_draft(draft_id: int, seen: int, message: str, user: Any = None) -> t
     Refused (DefinitionError with the findings) while the validator reports errors."""
     with transaction.atomic():
         draft = _locked(draft_id, seen)
-        doc = source.parse(draft.revisions.get(number=draft.revision).source,
-                           draft.revisions.get(number=draft.revision).format)
+        current = draft.revisions.get(number=draft.revision)
+        doc = source.parse(current.source, current.format)
         errors = [finding for finding in validate(doc) if finding.severity == "error"]
         if errors:
             raise DefinitionError(errors)

@@ -21,7 +21,7 @@ from django.db.models import F, Prefetch, Q, QuerySet
 from django.http import QueryDict
 from django.utils import timezone
 
-from orchestrator.engine.approval_access import FOUR_EYES, decidable_by, describe
+from orchestrator.engine.approval_access import FOUR_EYES, decidable_by, describe, known_refusal
 from orchestrator.engine.approval_spec import APPROVE, REJECT
 from orchestrator.engine.approvals import NO_EDIT
 from orchestrator.models import ApprovalRequest, ApprovalStatus, Run
@@ -340,7 +340,9 @@ def cards(requests: Sequence[ApprovalRequest], user: Any, *, decidable: set[int]
         allowed = decidable is None or request.pk in decidable
         value = current_value(request) if request.edit_key else MISSING
         card = Card(request, transitions(request), due(request, now), describe(groups, permissions),
-                    refusal=None if allowed or not request.is_pending else _refusal(user, request, groups, permissions),
+                    refusal=None if allowed or not request.is_pending else known_refusal(
+                        user, groups=groups, permissions=permissions, four_eyes=request.four_eyes,
+                        requested_by_id=request.requested_by_id),
                     edit_text=edit_text(value), edit_kind="text" if isinstance(value, str) else "JSON",
                     claimed_by_me=request.claimed_by_id is not None and request.claimed_by_id == user.pk)
         if people:
@@ -348,13 +350,6 @@ def cards(requests: Sequence[ApprovalRequest], user: Any, *, decidable: set[int]
         card.classes = _classes(card)
         shown.append(card)
     return shown
-
-
-def _refusal(user: Any, request: ApprovalRequest, groups: list[str], permissions: list[str]) -> str:
-    """Why ``user`` may not decide a request ``decidable_by`` left out (the engine's words)."""
-    if request.four_eyes and request.requested_by_id is not None and request.requested_by_id == user.pk:
-        return FOUR_EYES
-    return f"you are not among those who may decide ({describe(groups, permissions)})"
 
 
 def _classes(card: Card) -> list[str]:

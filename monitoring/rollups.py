@@ -202,16 +202,18 @@ def _hours(start: datetime, end: datetime) -> list[datetime]:
 def _differing_hours(cursor: RollupCursor) -> set[datetime]:
     """Rolled hours whose finished runs or finished steps no longer match the live rows."""
     span = [(cursor.rolled_from, cursor.rolled_through)]
+    kept = {row["hour"]: row for row in KpiHour.objects.filter(
+        hour__gte=cursor.rolled_from, hour__lt=cursor.rolled_through).order_by().values("hour").annotate(
+        finished=Sum("finished"), steps=Sum("steps"))}
     differing: set[datetime] = set()
-    for live, stored, field in (
-        (Run.objects.filter(_within("finished_at", span), status__in=TERMINAL), "finished", "finished_at"),
-        (StepAttempt.objects.filter(_within("finished_at", span), kind=AttemptKind.STEP), "steps", "finished_at"),
+    for live, stored in (
+        (Run.objects.filter(_within("finished_at", span), status__in=TERMINAL), "finished"),
+        (StepAttempt.objects.filter(_within("finished_at", span), kind=AttemptKind.STEP), "steps"),
     ):
-        counted = dict(live.order_by().annotate(kg_hour=TruncHour(field, tzinfo=UTC)).values("kg_hour").annotate(
-            n=Count("pk")).values_list("kg_hour", "n"))
-        kept = dict(KpiHour.objects.filter(hour__gte=cursor.rolled_from, hour__lt=cursor.rolled_through).order_by()
-                    .values("hour").annotate(n=Sum(stored)).values_list("hour", "n"))
-        differing |= {hour for hour in set(counted) | set(kept) if counted.get(hour, 0) != kept.get(hour, 0)}
+        counted = dict(live.order_by().annotate(kg_hour=TruncHour("finished_at", tzinfo=UTC)).values(
+            "kg_hour").annotate(n=Count("pk")).values_list("kg_hour", "n"))
+        differing |= {hour for hour in set(counted) | set(kept)
+                      if counted.get(hour, 0) != (kept[hour][stored] if hour in kept else 0)}
     return differing
 
 

@@ -29,6 +29,16 @@ def refusal(user: Any, *, groups: Iterable[str], permissions: Iterable[str], fou
         return None
     if any(user.has_perm(name) for name in permissions):
         return None
+    return known_refusal(user, groups=groups, permissions=permissions, four_eyes=four_eyes,
+                         requested_by_id=requested_by_id)
+
+
+def known_refusal(user: Any, *, groups: Iterable[str], permissions: Iterable[str], four_eyes: bool,
+                  requested_by_id: Any) -> str:
+    """The words of ``refusal`` for a user already known not to be among the deciders (the
+    inbox knows it from ``decidable_by``): no query."""
+    if four_eyes and requested_by_id is not None and user.pk == requested_by_id:
+        return FOUR_EYES
     return f"you are not among those who may decide ({describe(groups, permissions)})"
 
 

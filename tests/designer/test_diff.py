@@ -5,9 +5,11 @@ the last run that succeeded."""
 from __future__ import annotations
 
 import re
+from datetime import timedelta
 
 import pytest
 from django.urls import reverse
+from django.utils import timezone
 
 from designer.diff import diff
 from orchestrator.engine.workflows import publish
@@ -86,10 +88,11 @@ def test_the_draft_is_compared_with_the_latest_version_from_the_editor(designer)
 def test_the_run_page_links_to_the_version_of_the_last_run_that_succeeded(viewer):
     v1, _ = publish(V1)
     v2, _ = publish(V2)
-    Run.objects.create(workflow=v1.workflow, version=v1, status=RunStatus.SUCCEEDED)
+    earlier = timezone.now() - timedelta(hours=1)
+    Run.objects.create(workflow=v1.workflow, version=v1, status=RunStatus.SUCCEEDED, finished_at=earlier)
     failed = Run.objects.create(workflow=v2.workflow, version=v2, status=RunStatus.FAILED)
     html = viewer.get(reverse("monitoring:run_detail", args=[failed.pk])).content.decode()
     link = reverse("designer:compare", args=["shop"]) + "?a=1&amp;b=2"
     assert f'href="{link}" id="compare-last-good"' in html
-    good = Run.objects.create(workflow=v2.workflow, version=v2, status=RunStatus.SUCCEEDED)
+    good = Run.objects.create(workflow=v2.workflow, version=v2, status=RunStatus.SUCCEEDED, finished_at=timezone.now())
     assert 'id="compare-last-good"' not in viewer.get(reverse("monitoring:run_detail", args=[good.pk])).content.decode()
