@@ -1,7 +1,8 @@
 """The designer's pages: the drafts list and the editor. Every change goes through drafts.py
 (one function each, revision-checked); a view answers the whole page or, for htmx, the editor
 fragment from the same template. Changing a draft needs ``designer.change_draft``, publishing
-``orchestrator.add_workflowversion``; viewers see."""
+``orchestrator.add_workflowversion``; seeing, and what only touches the person's own session
+(a dry run, its stubs, the clipboard), ``designer.view_draft``."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from django.contrib.auth.decorators import login_required, permission_required
 from django.http import Http404, HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from monitoring.graphs import GraphRenderError, render_png, render_svg
 from orchestrator.engine.definition import build_definition
@@ -37,6 +38,8 @@ EXPORTS = ("yaml", "json", "svg", "png")
 
 
 @login_required
+@permission_required("designer.view_draft", raise_exception=True)
+@require_safe
 def draft_list(request: HttpRequest) -> HttpResponse:
     """Every workflow and draft, filtered by the query string (``q``, ``topology``, ``status``)."""
     return render(request, "designer/draft_list.html", {"listing": listing(request.GET), "starters": STARTER_NAMES})
@@ -101,6 +104,8 @@ def _index(text: str | None) -> int | None:
 
 
 @login_required
+@permission_required("designer.view_draft", raise_exception=True)
+@require_safe
 def export(request: HttpRequest, name: str, fmt: str) -> HttpResponse:
     """The draft as a file: its definition (yaml, json) or its graph (svg, png)."""
     if fmt not in EXPORTS:
@@ -124,6 +129,8 @@ def export(request: HttpRequest, name: str, fmt: str) -> HttpResponse:
 
 
 @login_required
+@permission_required("designer.view_draft", raise_exception=True)
+@require_safe
 def editor(request: HttpRequest, name: str) -> HttpResponse:
     """The editor; ``?state=`` selects a state, ``&rule=`` opens a choice rule in the builder."""
     return _render(request, _draft(name, request.user), rule=_index(request.GET.get("rule")))
@@ -326,6 +333,8 @@ def publish(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @login_required
+@permission_required("designer.view_draft", raise_exception=True)
+@require_safe
 def versions(request: HttpRequest, name: str) -> HttpResponse:
     """The published versions of a workflow, newest first, with their messages."""
     workflow = get_object_or_404(Workflow, name=name)
@@ -335,6 +344,8 @@ def versions(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @login_required
+@permission_required("designer.view_draft", raise_exception=True)
+@require_safe
 def compare(request: HttpRequest, name: str) -> HttpResponse:
     """Two definitions (``?a=1&b=2``: versions; ``draft``; ``r3``, a revision of the draft) side by
     side: the newer one's graph with added and changed states outlined, and every change in words."""
@@ -360,6 +371,7 @@ def _json_field(text: str, label: str, problems: list[str], want: type) -> Any:
 
 
 @login_required
+@permission_required("designer.view_draft", raise_exception=True)
 @require_POST
 def dry_run(request: HttpRequest, name: str) -> HttpResponse:
     """Step through the draft with the input, stubs and forced outcomes given: nothing runs."""
@@ -383,6 +395,7 @@ STUBS = "designer_stubs"  # draft name -> state -> the output it returns in this
 
 
 @login_required
+@permission_required("designer.view_draft", raise_exception=True)
 @require_POST
 def set_stub(request: HttpRequest, name: str) -> HttpResponse:
     """Set (or, empty, forget) what the selected state returns in this person's dry runs; kept
@@ -404,6 +417,7 @@ def set_stub(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @login_required
+@permission_required("designer.view_draft", raise_exception=True)
 @require_POST
 def copy_state(request: HttpRequest, name: str) -> HttpResponse:
     """Copy the selected state to this person's clipboard (their session), to paste in any draft."""
@@ -452,6 +466,8 @@ def test_state(request: HttpRequest, name: str) -> HttpResponse:
 
 
 @login_required
+@permission_required("designer.view_draft", raise_exception=True)
+@require_safe
 def trial(request: HttpRequest, name: str, trial_id: int) -> HttpResponse:
     """A trial's card, polled until it ends (then 286 stops the polling)."""
     found = get_object_or_404(Trial, pk=trial_id, draft__name=name)

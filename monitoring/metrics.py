@@ -13,6 +13,8 @@ workflows, queues or workers (plus one pipelined Redis round trip for RQ's list 
 6. live workers (``orchestrator.engine.workers.alive``)
 7. the latency histogram of succeeded runs, by workflow: one count per bucket, all in SQL
 
+and each configured circuit breaker's state, read from Redis (where breakers live).
+
 Who may read it: a client sending ``Authorization: Bearer <RATCHET_METRICS_TOKEN>``, a client
 whose address is in ``RATCHET_METRICS_ALLOW``, or a signed-in staff user. A wrong token is
 refused (403) even from an allowed address; no credentials at all get 401.
@@ -38,7 +40,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.utils import floatToGoString
 
-from orchestrator.engine import clock, workers
+from orchestrator.engine import breakers, clock, workers
 from orchestrator.models import AttemptStatus, Effect, Run, RunStatus, StepAttempt
 from orchestrator.models.effects import UNRESOLVED_EFFECT_STATUSES
 
@@ -87,6 +89,7 @@ class RatchetCollector:
         yield from self._stuck(now)
         yield from self._queues(now)
         yield from self._latency()
+        yield from self._breakers()
 
     def _runs(self) -> Iterable[Metric]:
         runs = GaugeMetricFamily("ratchet_runs", "Runs by workflow, status and failure mode (all time).",
@@ -186,6 +189,15 @@ class RatchetCollector:
             counts = [(floatToGoString(bound), row[f"le_{i}"]) for i, bound in enumerate(LATENCY_BUCKETS)]
             latency.add_metric([row["workflow__name"]], [*counts, ("+Inf", row["n"])], float(row["total"]))
         return [latency]
+
+    def _breakers(self) -> Iterable[Metric]:
+        opened = GaugeMetricFamily(
+            "ratchet_circuit_breaker_open",
+            "1 while a handler's circuit breaker is open or half-open (its calls held back), else 0.",
+            labels=["handler"])
+        for found in breakers.states():
+            opened.add_metric([found.handler], 0 if found.state == "closed" else 1)
+        return [opened]
 
 
 def render_metrics(now: datetime | None = None) -> bytes:

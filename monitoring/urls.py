@@ -1,6 +1,6 @@
 from django.urls import path
 
-from .views import bulk, dashboards, failures, flow, home, runs, saved_views, workflows
+from .views import audit, bulk, dashboards, failures, flow, home, runs, saved_views, workflows
 from .views.approvals import approvals_badge, approvals_inbox, claim_approval, decide_approval, decide_approvals
 from .views.queues import queues
 
@@ -34,4 +34,5 @@ urlpatterns = [
     path("queues/", queues, name="queues"),
     path("flow/", flow.flow_control, name="flow"),
     path("flow/breakers/reset", flow.reset_breaker, name="reset_breaker"),
+    path("audit/", audit.audit_trail, name="audit"),
 ]

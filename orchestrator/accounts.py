@@ -2,7 +2,10 @@
 account from one address within LOGIN_LOCK_SECONDS, that account refuses sign-ins from that
 address until the window has passed, even with the right password, and says how long to wait.
 The count is a Redis key that expires with its window, shared by every web process; a success
-clears it. Without Redis, sign-ins are not throttled (and that is logged)."""
+clears it. Without Redis, sign-ins are not throttled (and that is logged).
+
+Every failed sign-in, throttled or not, is also an entry of the audit trail (the name typed,
+the address), in the database."""
 
 from __future__ import annotations
 
@@ -18,7 +21,10 @@ from django.dispatch import receiver
 from django.http import HttpRequest
 
 from .conf import ratchet_setting
+from .engine import audit
 from .engine.dispatch import redis_connection
+from .middleware import client_address
+from .models import AuditAction
 
 logger = logging.getLogger("ratchet.accounts")
 KEY = "ratchet:login-failures:{}"
@@ -48,6 +54,7 @@ def wait_seconds(username: str, request: HttpRequest | None) -> int:
 def count_failure(sender: Any, credentials: dict[str, Any], request: HttpRequest | None = None,
                   **kwargs: Any) -> None:
     username = str(credentials.get("username", ""))
+    _audit_failure(username, request)
     logger.warning("failed sign-in for %r from %s", username[:150],
                    request.META.get("REMOTE_ADDR", "?") if request is not None else "?")
     try:
@@ -59,6 +66,11 @@ def count_failure(sender: Any, credentials: dict[str, Any], request: HttpRequest
             pipe.execute()
     except Exception:
         logger.warning("failed sign-in not counted: Redis did not answer", exc_info=True)
+
+
+def _audit_failure(username: str, request: HttpRequest | None, **detail: Any) -> None:
+    audit.record(AuditAction.LOGIN_FAILED, None, actor_name=username.strip()[:150] or "(no name)",
+                 target=("user", username.strip()[:100]), detail=detail, address=client_address(request))
 
 
 @receiver(user_logged_in, dispatch_uid="ratchet.accounts.clear_failures")
@@ -76,6 +88,7 @@ class ThrottledAuthenticationForm(AuthenticationForm):
         username = self.cleaned_data.get("username") or ""
         wait = wait_seconds(username, self.request)
         if wait:
+            _audit_failure(username, self.request, throttled=True)
             minutes = math.ceil(wait / 60)
             plural = "s" if minutes > 1 else ""
             raise forms.ValidationError(

@@ -15,6 +15,7 @@ from .engine.errors import RatchetError
 from .engine.runs import cancel_run, redrive_run
 from .models import (
     ApprovalRequest,
+    AuditEntry,
     Effect,
     Event,
     Fork,
@@ -107,11 +108,16 @@ class RunAdmin(ReadOnlyAdmin):
         if done:
             self.message_user(request, f"{verb} {done} run(s).", messages.SUCCESS)
 
-    @admin.action(description="Cancel selected runs", permissions=["change"])
+    def has_act_permission(self, request: HttpRequest) -> bool:
+        """Cancelling and redriving need the operators' permission, not only seeing runs (which
+        is what has_change_permission answers, so that the read-only form opens)."""
+        return request.user.has_perm("orchestrator.change_run")
+
+    @admin.action(description="Cancel selected runs", permissions=["act"])
     def cancel_selected(self, request: HttpRequest, queryset: Any) -> None:
         self._apply(request, queryset, cancel_run, "Cancelled")
 
-    @admin.action(description="Redrive selected failed runs", permissions=["change"])
+    @admin.action(description="Redrive selected failed runs", permissions=["act"])
     def redrive_selected(self, request: HttpRequest, queryset: Any) -> None:
         self._apply(request, queryset, redrive_run, "Redrove")
 
@@ -158,3 +164,19 @@ class ForkAdmin(ReadOnlyAdmin):
 @admin.register(WorkerBeat)
 class WorkerBeatAdmin(ReadOnlyAdmin):
     list_display = ["name", "queues", "started_at", "last_seen_at"]
+
+
+@admin.register(AuditEntry)
+class AuditEntryAdmin(ReadOnlyAdmin):
+    list_display = ["at", "actor_name", "action", "target_type", "target_id", "workflow_name", "address"]
+    list_filter = ["action"]
+    search_fields = ["actor_name", "target_id", "workflow_name"]
+    date_hierarchy = "at"
+    readonly_fields = ["at", "actor", "actor_name", "action", "target_type", "target_id", "run", "workflow_name",
+                       "detail", "address"]
+
+    def has_view_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return request.user.has_perm("orchestrator.view_audit")
+
+    def has_module_permission(self, request: HttpRequest) -> bool:
+        return super().has_module_permission(request) or request.user.has_perm("orchestrator.view_audit")

@@ -1,21 +1,43 @@
-"""Roles as Django groups (DESIGN.md: designer, operator, approver, viewer), with the
-permissions each needs. ``manage.py setup_roles`` creates or updates them; ``make run`` also
-creates one demo user per role."""
+"""Roles as Django groups, with the permissions each needs. Migration 0013 creates them on
+every deployment; ``manage.py setup_roles`` sets them again (after a hand edit in the admin, or
+for a test database), and ``make run`` creates one demo user per role.
+
+| role     | group     | may                                                                 |
+|----------|-----------|---------------------------------------------------------------------|
+| viewer   | viewers   | see runs, workflows, drafts, dashboards (every role may)            |
+| approver | approvers | + decide approvals (those whose definition lets the approver group) |
+| operator | operators | + start, cancel, redrive runs, decide effects, reset breakers        |
+| designer | designers | + create and edit drafts, publish versions, start runs              |
+| admin    | admins    | all of the above + read the audit trail                              |
+
+Anyone signed in manages their own API tokens; nobody sees another person's. Managing users
+and groups stays with Django's superusers and staff (the admin site)."""
 
 from __future__ import annotations
 
 from django.contrib.auth.models import Group, Permission
 from django.db.models import Q
 
+VIEW = ("orchestrator.view_run", "orchestrator.view_workflow", "designer.view_draft")
+APPROVE = ("orchestrator.decide_approval",)
+OPERATE = ("orchestrator.add_run", "orchestrator.change_run", "orchestrator.change_effect",
+           "orchestrator.reset_breaker")
+DESIGN = ("orchestrator.add_workflow", "orchestrator.change_workflow", "orchestrator.add_workflowversion",
+          "orchestrator.add_run", "designer.add_draft", "designer.change_draft")
+AUDIT = ("orchestrator.view_audit",)
+
+
+def _unique(*parts: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(name for part in parts for name in part))
+
+
 # role -> (group name, "app_label.codename" permissions)
 ROLES: dict[str, tuple[str, tuple[str, ...]]] = {
-    "approver": ("approvers", ("orchestrator.decide_approval", "orchestrator.view_run")),
-    "operator": ("operators", ("orchestrator.add_run", "orchestrator.change_run", "orchestrator.change_effect",
-                               "orchestrator.view_run")),
-    "designer": ("designers", ("orchestrator.add_workflow", "orchestrator.change_workflow",
-                               "orchestrator.add_workflowversion", "orchestrator.add_run", "orchestrator.view_run",
-                               "designer.add_draft", "designer.change_draft", "designer.view_draft")),
-    "viewer": ("viewers", ("orchestrator.view_run",)),
+    "approver": ("approvers", _unique(APPROVE, VIEW)),
+    "operator": ("operators", _unique(OPERATE, VIEW)),
+    "designer": ("designers", _unique(DESIGN, VIEW)),
+    "viewer": ("viewers", VIEW),
+    "admin": ("admins", _unique(AUDIT, OPERATE, DESIGN, APPROVE, VIEW)),
 }
 
 

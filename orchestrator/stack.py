@@ -30,7 +30,8 @@ def ensure_demo_user() -> str:
 def ensure_demo_role_users() -> list[str]:
     """One demo user per role (approver, operator, designer, viewer) in its role's group, so
     four-eyes can be tried: start a refund as one, approve it as another. Existing users are
-    kept. Their password is the demo password; returns one "user / password (role)" line each."""
+    kept. Their password is the demo password; returns one "user / password (role)" line each.
+    The admin role has none: the demo superuser ``admin`` sees everything, the audit trail too."""
     from .roles import ensure_role_groups
 
     from_env = os.environ.get("RATCHET_DEMO_PASSWORD")
@@ -39,6 +40,8 @@ def ensure_demo_role_users() -> list[str]:
     users = get_user_model().objects
     lines = []
     for role, group in ensure_role_groups().items():
+        if role == DEMO_USER:
+            continue
         user = users.filter(username=role).first()
         if user is None:
             user = users.create_user(role, password=password)

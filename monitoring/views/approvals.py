@@ -4,7 +4,11 @@ who else may decide), the decided history, and the actions (decide, claim, decid
 The engine decides and refuses (orchestrator.engine.approvals); a view reads the form, calls
 it, and answers: htmx gets the request's card again (409 with the engine's reason when it
 refused, 400 when the edited data is not JSON, keeping what was typed), JSON callers get the
-message, and a plain form post is redirected back with a message."""
+message, and a plain form post is redirected back with a message.
+
+Who may decide is the engine's to say, per request (the groups and permissions its definition
+names, four-eyes): these views need no role of their own, and a person who may not decide is
+refused there (409 with the reason), whatever the page showed them."""
 
 from __future__ import annotations
 
@@ -19,7 +23,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
 from django.utils.http import url_has_allowed_host_and_scheme
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from orchestrator.engine import approvals
 from orchestrator.engine.approval_spec import APPROVE, REJECT
@@ -33,6 +37,7 @@ CONFLICT, BAD_REQUEST = 409, 400
 
 
 @login_required
+@require_safe
 def approvals_inbox(request: HttpRequest) -> HttpResponse:
     """Pending requests the user may decide (``?tab=decided``: the decided history). Filters
     and tabs live in the query string; htmx asks for the main part alone (#approvals-main)."""
@@ -66,6 +71,7 @@ def _decided_context(request: HttpRequest) -> dict[str, Any]:
 
 
 @login_required
+@require_safe
 def approvals_badge(request: HttpRequest) -> HttpResponse:
     """The navigation's count of pending requests the user may decide (polled every 15 s)."""
     return render(request, "monitoring/_approval_badge.html", {"approvals_count": inbox.count_for(request.user)})

@@ -7,14 +7,14 @@ from typing import Any
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from ..bulk import (
     DONE_WORD,
@@ -41,6 +41,8 @@ def _allowed(request: HttpRequest, action: str) -> None:
 
 
 @login_required
+@permission_required("orchestrator.view_run", raise_exception=True)
+@require_safe
 def confirm(request: HttpRequest) -> HttpResponse:
     """How many runs the action would touch, a few of them, and the button that starts it."""
     action = request.GET.get("action", "")
@@ -64,6 +66,7 @@ def confirm(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@permission_required("orchestrator.change_run", raise_exception=True)
 @require_POST
 def start(request: HttpRequest) -> HttpResponse:
     action = request.POST.get("action", "")
@@ -95,6 +98,8 @@ def _query(filters: RunFilter, action: str) -> str:
 
 
 @login_required
+@permission_required("orchestrator.view_run", raise_exception=True)
+@require_safe
 def detail(request: HttpRequest, operation_id: int) -> HttpResponse:
     """The operation's progress; the fragment polls until it ends (then 286 stops it)."""
     operation = get_object_or_404(BulkOperation.objects.select_related("requested_by"), pk=operation_id)
@@ -110,6 +115,7 @@ def detail(request: HttpRequest, operation_id: int) -> HttpResponse:
 
 
 @login_required
+@permission_required("orchestrator.change_run", raise_exception=True)
 @require_POST
 def stop(request: HttpRequest, operation_id: int) -> HttpResponse:
     operation = get_object_or_404(BulkOperation, pk=operation_id)

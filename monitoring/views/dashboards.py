@@ -17,11 +17,12 @@ from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse, QueryDict
 from django.shortcuts import render
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
+from django.views.decorators.http import require_safe
 
 from orchestrator.models import Run, WorkflowVersion
 
@@ -292,6 +293,8 @@ def _local_input(moment: datetime) -> str:
 
 
 @login_required
+@permission_required("orchestrator.view_run", raise_exception=True)
+@require_safe
 def kpi_dashboard(request: HttpRequest) -> HttpResponse:
     """Every KPI for the chosen window, its change against the window before, charts over time
     with their data tables, and how long each state takes."""

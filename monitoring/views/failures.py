@@ -9,7 +9,7 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from orchestrator.engine import breakers
 from orchestrator.models import Workflow
@@ -21,6 +21,8 @@ from ..runlist import WINDOWS
 
 
 @login_required
+@permission_required("orchestrator.view_run", raise_exception=True)
+@require_safe
 def failure_dashboard(request: HttpRequest) -> HttpResponse:
     """Failed runs grouped by mode and by cause, each cluster drilling down to its runs, beside
     what waits for a person: uncertain effects and stuck runs."""

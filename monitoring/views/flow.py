@@ -7,7 +7,7 @@ from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from orchestrator.engine import breakers
 
@@ -17,6 +17,8 @@ WINDOW = timedelta(hours=1)
 
 
 @login_required
+@permission_required("orchestrator.view_run", raise_exception=True)
+@require_safe
 def flow_control(request: HttpRequest) -> HttpResponse:
     """Each shared rate limit (RATCHET_RATE_LIMITS) with the steps waiting under it now and what
     it throttled in the last hour, and each circuit breaker (RATCHET_CIRCUIT_BREAKERS) with its
@@ -30,7 +32,7 @@ def flow_control(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
-@permission_required("orchestrator.change_run", raise_exception=True)
+@permission_required("orchestrator.reset_breaker", raise_exception=True)
 @require_POST
 def reset_breaker(request: HttpRequest) -> HttpResponse:
     """Close a circuit breaker by hand, once its tool is back."""
@@ -38,6 +40,6 @@ def reset_breaker(request: HttpRequest) -> HttpResponse:
     if handler not in breakers.configured():
         messages.error(request, f"No circuit breaker guards {handler[:100]!r}.")
     else:
-        breakers.reset(handler)
+        breakers.reset(handler, user=request.user)
         messages.success(request, f"The circuit breaker of {handler} is closed; its steps go on.")
     return redirect("monitoring:flow")

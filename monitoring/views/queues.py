@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.utils import timezone
+from django.views.decorators.http import require_safe
 
 from orchestrator.engine import clock
 
@@ -11,6 +12,8 @@ from ..queues import queues_report
 
 
 @login_required
+@permission_required("orchestrator.view_run", raise_exception=True)
+@require_safe
 def queues(request: HttpRequest) -> HttpResponse:
     """Each queue's waiting and running work, the live workers and what they run, and the workers
     that died in the last hour; ``?fragment=1`` answers only the part the page refreshes every 5 s."""

@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils.cache import patch_vary_headers
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from orchestrator.engine import history
 from orchestrator.engine.budgets import limits
@@ -25,6 +25,7 @@ from ..run_page import FILTER_BOXES, HistoryFilter, for_htmx, selecting_links, s
 from ..runlist import RunFilter, current_states, runs_page
 from ..timeline import aggregates, timeline_svg
 from ..timeline import legend as timeline_legend
+from .audit import run_audit
 from .saved_views import run_list_tools
 
 # htmx stops polling when a fragment answers 286.
@@ -33,6 +34,8 @@ EVENTS_PAGE = 100
 
 
 @login_required
+@permission_required("orchestrator.view_run", raise_exception=True)
+@require_safe
 def run_list(request: HttpRequest) -> HttpResponse:
     """Runs, newest first, filtered by the query string; the rows refresh themselves while any
     shown run is live (the fragment keeps filters and cursor, so scroll and selection stay)."""
@@ -84,6 +87,8 @@ def _load_run(run_id: Any) -> Run:
 
 
 @login_required
+@permission_required("orchestrator.view_run", raise_exception=True)
+@require_safe
 def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
     """The run: graph, attempts, effects, context, history, and its actions. The live part is one
     fragment polled every two seconds until the run ends (then 286 stops the polling).
@@ -117,6 +122,7 @@ def run_detail(request: HttpRequest, run_id: Any) -> HttpResponse:
                 response.status_code = STOP_POLLING
         else:
             context["last_good_version"] = _last_good_version(run)
+            context["audit_entries"] = run_audit(run)
             response = render(request, "monitoring/run_detail.html", context, status=400 if shown.errors else 200)
     patch_vary_headers(response, ("HX-Request", "HX-Target"))  # one URL, a page or one of its parts
     return response
@@ -143,6 +149,8 @@ def _events_page(run: Run, after: str | None, shown: HistoryFilter | None = None
 
 
 @login_required
+@permission_required("orchestrator.view_run", raise_exception=True)
+@require_safe
 def run_events(request: HttpRequest, run_id: Any) -> HttpResponse:
     """The next page of a run's history (a long history is never loaded all at once), with the
     same filters as the page that asked for it."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.contrib.auth.decorators import login_required
+from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect
 from django.urls import reverse
@@ -18,6 +18,7 @@ NAME_LENGTH = SavedView._meta.get_field("name").max_length
 
 
 @login_required
+@permission_required("orchestrator.view_run", raise_exception=True)
 @require_POST
 def save(request: HttpRequest) -> HttpResponse:
     """Save the filter posted with a name; saving under a name already used replaces that view."""
@@ -38,6 +39,7 @@ def save(request: HttpRequest) -> HttpResponse:
 
 
 @login_required
+@permission_required("orchestrator.view_run", raise_exception=True)
 @require_POST
 def delete(request: HttpRequest, view_id: int) -> HttpResponse:
     view = get_object_or_404(SavedView, pk=view_id, owner=request.user)

@@ -7,7 +7,7 @@ from django.contrib.auth.decorators import login_required, permission_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.utils import timezone
-from django.views.decorators.http import require_POST
+from django.views.decorators.http import require_POST, require_safe
 
 from orchestrator.engine.definition import definition_for_version
 from orchestrator.engine.errors import InputInvalid, WorkflowNotFound
@@ -19,6 +19,8 @@ from ..overview import workflow_rows
 
 
 @login_required
+@permission_required("orchestrator.view_workflow", raise_exception=True)
+@require_safe
 def workflow_list(request: HttpRequest) -> HttpResponse:
     return render(request, "monitoring/workflow_list.html", {"workflows": workflow_rows(timezone.now())})
 
@@ -38,6 +40,8 @@ def _detail_context(workflow: Workflow, form: dict[str, Any] | None = None) -> d
 
 
 @login_required
+@permission_required("orchestrator.view_workflow", raise_exception=True)
+@require_safe
 def workflow_detail(request: HttpRequest, name: str) -> HttpResponse:
     workflow = get_object_or_404(Workflow, name=name)
     return render(request, "monitoring/workflow_detail.html", _detail_context(workflow))

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import json
 from typing import Any
 
+from django.core.exceptions import RequestDataTooBig
+from django.db import DataError
 from django.http import HttpRequest, HttpResponse
-from ninja import NinjaAPI
-from ninja.errors import AuthenticationError, ValidationError
+from ninja import Field, NinjaAPI, Schema
+from ninja.errors import AuthenticationError, HttpError, ValidationError
 from ninja.security import HttpBearer, django_auth
 
-from ..engine.errors import InputInvalid, InvalidTransition, WorkflowNotFound
+from ..engine.errors import InputInvalid, InvalidTransition, NotSerializable, WorkflowNotFound
 from ..models import ApiToken
 
 
@@ -19,6 +23,46 @@ class ApiError(Exception):
     def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.field = status, code, message, field
+
+
+class FieldErrorOut(Schema):
+    field: str
+    message: str
+
+
+class ErrorOut(Schema):
+    """Every refusal: a stable ``code``, a ``message`` that says what to fix, the ``field`` at fault."""
+
+    code: str = Field(description="stable: programs branch on it (forbidden, run_not_found, stale_revision, ...)")
+    message: str = Field(description="what went wrong and what to do about it, in words")
+    field: str | None = Field(default=None, description="the request field at fault, when one is")
+    line: int | None = Field(default=None, description="the line (1-based) of a definition's source at fault")
+    column: int | None = Field(default=None, description="the column (1-based) at fault, when known")
+    errors: list[FieldErrorOut] | None = Field(default=None, description="each invalid field, for 422 answers")
+    findings: list[dict[str, Any]] | None = Field(default=None, description="the validator's findings, when "
+                                                                            "a definition is refused")
+
+
+def refusals(*statuses: int) -> dict[int, type[ErrorOut]]:
+    """The error answers an endpoint may give, for its ``response=`` (so the OpenAPI document lists
+    them): always 401, 403 and 422; for those that take a body, 400 (not JSON) and 413 (too large)."""
+    return {status: ErrorOut for status in (401, 403, 422, *statuses)}
+
+
+def encode_cursor(*parts: Any) -> str:
+    """An opaque cursor: where the next page starts (the sort key of the last item sent)."""
+    return base64.urlsafe_b64encode(json.dumps(parts, default=str).encode()).decode()
+
+
+def decode_cursor(text: str, count: int) -> list[Any]:
+    """The ``count`` parts of a cursor this API gave; 422 (field ``cursor``) for anything else."""
+    try:
+        parts = json.loads(base64.urlsafe_b64decode(text.encode()).decode())
+    except (ValueError, TypeError) as exc:
+        raise ApiError(422, "invalid", "cursor is not one this API gave; start again without it", "cursor") from exc
+    if not isinstance(parts, list) or len(parts) != count:
+        raise ApiError(422, "invalid", "cursor is not one this API gave; start again without it", "cursor")
+    return parts
 
 
 class TokenAuth(HttpBearer):
@@ -39,10 +83,13 @@ api = NinjaAPI(
 )
 
 
-def error(request: HttpRequest, status: int, code: str, message: str, field: str | None = None) -> HttpResponse:
+def error(request: HttpRequest, status: int, code: str, message: str, field: str | None = None,
+          **extra: Any) -> HttpResponse:
+    """A JSON refusal; ``extra`` adds the optional members of ErrorOut (line, column, findings)."""
     body: dict[str, Any] = {"code": code, "message": message}
     if field:
         body["field"] = field
+    body.update({key: value for key, value in extra.items() if value is not None})
     return api.create_response(request, body, status=status)
 
 
@@ -61,6 +108,38 @@ def _invalid(request: HttpRequest, exc: ValidationError) -> HttpResponse:
                                          "errors": [{"field": ".".join(str(p) for p in e.get("loc", ())[1:]),
                                                      "message": e.get("msg", "")} for e in exc.errors]},
                                status=422)
+
+
+@api.exception_handler(HttpError)
+def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
+    """Django Ninja's own refusals; the one a client meets is a body that is not JSON (400)."""
+    if exc.status_code == 400:
+        return error(request, 400, "invalid_json", "the request body does not parse: send a JSON object with "
+                     "'Content-Type: application/json'", "body")
+    return error(request, exc.status_code, "error", str(exc.message))
+
+
+@api.exception_handler(RequestDataTooBig)
+def _too_big(request: HttpRequest, exc: RequestDataTooBig) -> HttpResponse:
+    return error(request, 413, "too_large", "the request body is larger than this server accepts "
+                 "(DATA_UPLOAD_MAX_MEMORY_SIZE); send a smaller document", "body")
+
+
+@api.exception_handler(NotSerializable)
+def _not_storable(request: HttpRequest, exc: NotSerializable) -> HttpResponse:
+    return error(request, 422, "not_storable", str(exc))
+
+
+def _nul(request: HttpRequest, exc: Exception) -> HttpResponse:
+    """PostgreSQL refuses text holding NUL (psycopg raises ValueError or DataError, saying so): a
+    name or filter with one cannot match anything, so it is the caller's input to fix."""
+    if "NUL (0x00)" not in str(exc):
+        raise exc
+    return error(request, 422, "invalid", "text in this request holds a NUL character (\\u0000); remove it")
+
+
+api.add_exception_handler(ValueError, _nul)
+api.add_exception_handler(DataError, _nul)
 
 
 @api.exception_handler(AuthenticationError)

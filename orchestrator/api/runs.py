@@ -1,5 +1,5 @@
 """Runs over the API: start (with ``Idempotency-Key``), list with filters and a cursor, get one
-whole, cancel (or cancel and compensate), redrive. Workflows: list and get."""
+whole, cancel (or cancel and compensate), redrive. Following a run's events live is stream.py's."""
 
 from __future__ import annotations
 
@@ -15,8 +15,8 @@ from django.http import HttpRequest
 from ninja import Field, Header, Query, Schema, Status
 
 from ..engine.runs import cancel_run, redrive_run, start_run
-from ..models import Effect, Event, Run, RunStatus, StepAttempt, Workflow
-from .core import ApiError, api, require
+from ..models import Effect, Event, Run, RunStatus, StepAttempt
+from .core import ApiError, api, refusals, require
 
 PAGE_MAX = 100
 
@@ -63,6 +63,7 @@ class EventOut(Schema):
 
 
 class EffectOut(Schema):
+    id: int = Field(description="decide an uncertain effect with POST /api/effects/{id}/decide")
     key: str
     state: str
     status: str
@@ -101,13 +102,6 @@ class RedriveIn(Schema):
     reason: str = Field(default="", max_length=500)
 
 
-class WorkflowOut(Schema):
-    name: str
-    title: str
-    topology: str
-    latest_version: int | None
-
-
 def _run_out(run: Run) -> dict[str, Any]:
     return {"id": run.pk, "workflow": run.workflow.name, "version": run.version.number, "status": run.status,
             "failure_mode": run.failure_mode, "created_at": run.created_at, "finished_at": run.finished_at,
@@ -126,7 +120,7 @@ def _get(run_id: UUID) -> Run:
     return run
 
 
-@api.post("/runs", response={200: RunOut, 201: RunOut}, tags=["runs"], summary="Start a run")
+@api.post("/runs", response=refusals(400, 413, 404) | {200: RunOut, 201: RunOut}, tags=["runs"], summary="Start a run")
 def start(request: HttpRequest, body: RunIn,
           idempotency_key: str | None = Header(default=None, alias="Idempotency-Key")) -> Status:
     """Start a run of a workflow's latest version (or ``version``). With an ``Idempotency-Key``
@@ -155,7 +149,7 @@ def _cursor(text: str) -> tuple[datetime, str]:
         raise ApiError(422, "invalid", "cursor is not one this API gave; start again without it", "cursor") from exc
 
 
-@api.get("/runs", response=RunPage, tags=["runs"], summary="List runs, newest first")
+@api.get("/runs", response=refusals() | {200: RunPage}, tags=["runs"], summary="List runs, newest first")
 def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> dict[str, Any]:
     require(request, "orchestrator.view_run")
     runs = _runs().order_by("-created_at", "-id")
@@ -178,7 +172,8 @@ def list_runs(request: HttpRequest, filters: Query[RunFilters]) -> dict[str, Any
     return {"items": [_run_out(run) for run in page], "next_cursor": cursor}
 
 
-@api.get("/runs/{run_id}", response=RunDetail, tags=["runs"], summary="A run: status, context, attempts, events")
+@api.get("/runs/{run_id}", response=refusals(404) | {200: RunDetail}, tags=["runs"],
+         summary="A run: status, context, attempts, events")
 def get_run(request: HttpRequest, run_id: UUID) -> dict[str, Any]:
     """The run with its attempts, its latest 200 events (oldest first) and its effects ledger."""
     require(request, "orchestrator.view_run")
@@ -192,13 +187,14 @@ def get_run(request: HttpRequest, run_id: UUID) -> dict[str, Any]:
                       "error": a.error} for a in attempts],
         "events": [{"id": e.pk, "kind": e.kind, "state": e.state_name, "created_at": e.created_at,
                     "actor": e.actor.get_username() if e.actor else None, "data": e.data} for e in reversed(events)],
-        "effects": [{"key": f.key, "state": f.state_name, "status": f.status, "executions": f.executions,
+        "effects": [{"id": f.pk, "key": f.key, "state": f.state_name, "status": f.status, "executions": f.executions,
                      "dedup_hits": f.dedup_hits, "duplicates": f.duplicates}
                     for f in Effect.objects.filter(run=run).order_by("id")],
     }
 
 
-@api.post("/runs/{run_id}/cancel", response=RunOut, tags=["runs"], summary="Cancel a run (and compensate)")
+@api.post("/runs/{run_id}/cancel", response=refusals(400, 413, 404, 409) | {200: RunOut}, tags=["runs"],
+          summary="Cancel a run (and compensate)")
 def cancel(request: HttpRequest, run_id: UUID, body: CancelIn) -> dict[str, Any]:
     require(request, "orchestrator.change_run")
     _get(run_id)
@@ -206,28 +202,10 @@ def cancel(request: HttpRequest, run_id: UUID, body: CancelIn) -> dict[str, Any]
     return _run_out(_get(run_id))
 
 
-@api.post("/runs/{run_id}/redrive", response=RunOut, tags=["runs"], summary="Redrive a failed run")
+@api.post("/runs/{run_id}/redrive", response=refusals(400, 413, 404, 409) | {200: RunOut}, tags=["runs"],
+          summary="Redrive a failed run")
 def redrive(request: HttpRequest, run_id: UUID, body: RedriveIn) -> dict[str, Any]:
     require(request, "orchestrator.change_run")
     _get(run_id)
     redrive_run(run_id, user=request.user, reason=body.reason)
     return _run_out(_get(run_id))
-
-
-@api.get("/workflows", response=list[WorkflowOut], tags=["workflows"], summary="List workflows")
-def list_workflows(request: HttpRequest) -> list[dict[str, Any]]:
-    return [_workflow_out(w) for w in Workflow.objects.order_by("name").prefetch_related("versions")]
-
-
-@api.get("/workflows/{name}", response=WorkflowOut, tags=["workflows"], summary="A workflow")
-def get_workflow(request: HttpRequest, name: str) -> dict[str, Any]:
-    workflow = Workflow.objects.filter(name=name).prefetch_related("versions").first()
-    if workflow is None:
-        raise ApiError(404, "workflow_not_found", f"no workflow named {name!r}", "name")
-    return _workflow_out(workflow)
-
-
-def _workflow_out(workflow: Workflow) -> dict[str, Any]:
-    numbers = [v.number for v in workflow.versions.all()]
-    return {"name": workflow.name, "title": workflow.title, "topology": workflow.topology,
-            "latest_version": max(numbers) if numbers else None}

@@ -37,8 +37,7 @@ def tokens(request: HttpRequest) -> HttpResponse:
 @login_required
 @require_POST
 def revoke(request: HttpRequest, token_id: int) -> HttpResponse:
+    """Revoke one of the user's own tokens (another person's is not found: 404)."""
     token = get_object_or_404(ApiToken, pk=token_id, user=request.user)
-    if token.revoked_at is None:
-        token.revoked_at = timezone.now()
-        token.save(update_fields=["revoked_at"])
+    token.revoke(by=request.user)
     return redirect("api_tokens")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from django.contrib.auth.decorators import login_not_required
 
-from . import runs  # noqa: F401 (registers the endpoints)
+from . import approvals, effects, kpis, runs, stream, workflows  # noqa: F401 (registers the endpoints)
 from .core import api
 
 urls, app_name, namespace = api.urls

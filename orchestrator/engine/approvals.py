@@ -27,6 +27,7 @@ from ..models import (
     ApprovalStatus,
     AttemptKind,
     AttemptStatus,
+    AuditAction,
     EventKind,
     FailureMode,
     Line,
@@ -34,7 +35,7 @@ from ..models import (
     RunStatus,
     StepAttempt,
 )
-from . import clock
+from . import audit, clock
 from .approval_access import FOUR_EYES, assign, refusal, request_refusal
 from .approval_spec import APPROVE, REJECT, ApprovalSpec
 from .claims import Claim
@@ -170,7 +171,16 @@ def decide(request_id: int, user: Any, outcome: str, comment: str = "", data: An
         apply_decision(run, definition, request, log)
         save_run(run)
         log.flush()
+        _audit(run, request, user)
     return request
+
+
+def _audit(run: Run, request: ApprovalRequest, user: Any, *, ahead: bool = False) -> None:
+    action = {APPROVE: AuditAction.APPROVE, REJECT: AuditAction.REJECT}.get(request.outcome,
+                                                                          AuditAction.DECIDE_APPROVAL)
+    audit.record(action, user, run=run, target=request,
+                 detail={"state": request.state_name, "outcome": request.outcome, "comment": request.comment,
+                         "edited": request.edited, "ahead": ahead})
 
 
 def already(request: ApprovalRequest) -> str:
@@ -302,6 +312,7 @@ def decide_ahead(run_id: Any, state_name: str, user: Any, outcome: str, comment:
         log.add(EventKind.APPROVAL_DECIDED_AHEAD, state_name=state_name, outcome=outcome, request=request.pk,
                 comment=request.comment)
         log.flush()
+        _audit(run, request, user, ahead=True)
     return request
 
 

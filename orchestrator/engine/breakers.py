@@ -197,6 +197,10 @@ def states() -> list[BreakerState]:
     return found
 
 
-def reset(name: str) -> None:
+def reset(name: str, user: Any = None) -> None:
     """Close a breaker by hand (an operator, once the tool is back)."""
+    from ..models import AuditAction
+    from . import audit
+
     redis_connection().delete(KEY.format(name))
+    audit.record(AuditAction.RESET_BREAKER, user, target=("breaker", name), detail={"handler": name})

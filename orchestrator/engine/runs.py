@@ -11,6 +11,7 @@ from django.db import IntegrityError, transaction
 
 from ..models import (
     AttemptKind,
+    AuditAction,
     Effect,
     EffectStatus,
     Event,
@@ -24,7 +25,7 @@ from ..models import (
     StepAttempt,
     Workflow,
 )
-from . import clock, ledger, runstate
+from . import audit, clock, ledger, runstate
 from .attempts import retry_attempt
 from .budgets import run_deadline
 from .contracts import check_run_input
@@ -81,6 +82,8 @@ def start_run(
             enter_state(run, definition, definition.start_at, log)
             save_run(run)
             log.flush()
+            audit.record(AuditAction.START, user, run=run,
+                         detail={"version": pinned.number, "idempotency_key": idempotency_key or ""})
     except IntegrityError:
         if idempotency_key:
             return Run.objects.get(workflow=workflow, idempotency_key=idempotency_key), False
@@ -101,6 +104,8 @@ def cancel_run(run_id: Any, user: Any = None, reason: str = "", *, compensate: b
             runstate.cancel(run, log, reason)
         save_run(run)
         log.flush()
+        audit.record(AuditAction.COMPENSATE if compensate else AuditAction.CANCEL, user, run=run,
+                     detail={"reason": reason})
     return run
 
 
@@ -134,6 +139,7 @@ def redrive_run(run_id: Any, user: Any = None, reason: str = "") -> Run:
             reopen_branches(run, definition, failed, log)
         save_run(run)
         log.flush()
+        audit.record(AuditAction.REDRIVE, user, run=run, detail={"reason": reason, "state": failed.state_name})
     return run
 
 
@@ -171,6 +177,8 @@ def decide_effect(effect_id: int, decision: str, user: Any = None, result: Any =
             raise InvalidTransition(f"effect {effect.key!r} is {effect.status}; nothing to decide")
         save_run(run)
         log.flush()
+        audit.record(AuditAction.DECIDE_EFFECT, user, run=run, target=effect,
+                     detail={"key": effect.key, "decision": decision})
     return effect
 
 

@@ -9,8 +9,9 @@ from typing import Any
 import yaml
 from django.db import transaction
 
-from ..models import Workflow, WorkflowVersion
+from ..models import AuditAction, Workflow, WorkflowVersion
 from ..models.workflows import content_hash
+from . import audit
 from .errors import DefinitionError, WorkflowNotFound
 from .validator import Finding, parse_definition
 
@@ -62,6 +63,8 @@ def publish(doc: dict[str, Any], name: str | None = None, user: Any = None,
         version = WorkflowVersion(workflow=workflow, number=(latest.number + 1 if latest else 1), definition=doc,
                                   created_by=user if getattr(user, "pk", None) else None, message=message[:500])
         version.save()
+        audit.record(AuditAction.PUBLISH, user, target=version, workflow=name,
+                     detail={"version": version.number, "message": version.message})
     return version, True
 
 

@@ -1,5 +1,6 @@
 from .agents import ModelCall
 from .approvals import ApprovalRequest, ApprovalStatus
+from .audit import AuditAction, AuditEntry
 from .effects import Effect, EffectStatus
 from .events import Event, EventKind
 from .lines import Fork, ForkStatus, Line, LineStatus
@@ -14,6 +15,8 @@ __all__ = [
     "ApprovalStatus",
     "AttemptKind",
     "AttemptStatus",
+    "AuditAction",
+    "AuditEntry",
     "Effect",
     "EffectStatus",
     "Event",

@@ -7,7 +7,7 @@ import hashlib
 import secrets
 
 from django.conf import settings
-from django.db import models
+from django.db import models, transaction
 from django.utils import timezone
 
 PREFIX = "rt_"
@@ -40,10 +40,30 @@ class ApiToken(models.Model):
     @classmethod
     def issue(cls, user: object, name: str, expires_at: object = None) -> tuple[ApiToken, str]:
         """A new token and its secret (shown once; never stored)."""
+        from ..engine import audit
+        from .audit import AuditAction
+
         secret = PREFIX + secrets.token_urlsafe(32)
-        token = cls.objects.create(user=user, name=name, prefix=secret[:10], hashed=digest(secret),
-                                   expires_at=expires_at)
+        with transaction.atomic():
+            token = cls.objects.create(user=user, name=name, prefix=secret[:10], hashed=digest(secret),
+                                       expires_at=expires_at)
+            audit.record(AuditAction.TOKEN_CREATED, user, target=token,
+                         detail={"name": name, "prefix": token.prefix,
+                                 "expires_at": expires_at.isoformat() if expires_at else None})
         return token, secret
+
+    def revoke(self, by: object) -> bool:
+        """Revoke the token (``by``: who did it); False when it was already revoked."""
+        from ..engine import audit
+        from .audit import AuditAction
+
+        with transaction.atomic():
+            changed = ApiToken.objects.filter(pk=self.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
+            if changed:
+                audit.record(AuditAction.TOKEN_REVOKED, by, target=self,
+                             detail={"name": self.name, "prefix": self.prefix, "owner": self.user.get_username()})
+        self.refresh_from_db(fields=["revoked_at"])
+        return bool(changed)
 
     @classmethod
     def user_for(cls, secret: str) -> object | None:

@@ -4,48 +4,16 @@ stable code and the field to fix, and the OpenAPI document and docs served local
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 
 import pytest
 from django.utils import timezone
 
-from orchestrator.engine.workflows import publish
 from orchestrator.models import ApiToken, Event, EventKind, Run, RunStatus
-from orchestrator.roles import ensure_role_groups
+
+from .conftest import bearer, call
 
 pytestmark = pytest.mark.django_db
-
-FLOW = {"name": "greet", "start_at": "hello", "sample_input": {"who": "Ada"}, "input_schema": {
-    "type": "object", "required": ["who"], "properties": {"who": {"type": "string"}}},
-    "states": {"hello": {"type": "task", "handler": "demo.noop", "end": True}}}
-
-
-@pytest.fixture
-def flow():
-    return publish(FLOW)[0]
-
-
-@pytest.fixture
-def user(django_user_model):
-    def make(role: str | None = None, name: str = "prog"):
-        person = django_user_model.objects.create_user(name, password="pw")
-        if role:
-            person.groups.add(ensure_role_groups()[role])
-        return person
-    return make
-
-
-def bearer(person) -> dict[str, str]:
-    _, secret = ApiToken.issue(person, "tests")
-    return {"HTTP_AUTHORIZATION": f"Bearer {secret}"}
-
-
-def call(client, method, path, headers=None, body=None, **extra):
-    kwargs = {"content_type": "application/json"} if body is not None else {}
-    response = getattr(client, method)(f"/api{path}", json.dumps(body) if body is not None else None,
-                                       **kwargs, **(headers or {}), **extra)
-    return response.status_code, response.json() if response.content else None
 
 
 def test_without_credentials_the_api_answers_401_in_json_not_a_redirect(client):
@@ -165,3 +133,39 @@ def test_the_tokens_page_shows_a_secret_once_and_revokes(client, user):
     assert client.post("/account/tokens/", {"name": ""}).status_code == 400
     client.post(f"/account/tokens/{ApiToken.objects.get().pk}/revoke/")
     assert ApiToken.user_for(secret) is None
+
+
+def test_a_nul_character_in_a_filter_is_the_callers_to_fix_not_a_server_error(client, user):
+    from django.db import connection
+
+    status, body = call(client, "get", "/runs?workflow=ab%00c", bearer(user("viewer")))
+    if connection.vendor == "postgresql":  # SQLite stores and compares NUL; PostgreSQL refuses it
+        assert status == 422 and body["code"] == "invalid" and "NUL" in body["message"]
+    else:
+        assert status == 200 and body["items"] == []
+
+
+def test_a_body_that_is_not_json_or_too_large_is_refused_in_json(client, user, flow, settings):
+    headers = bearer(user("operator"))
+    response = client.post("/api/runs", "{not json", content_type="application/json", **headers)
+    assert response.status_code == 400 and response.json()["code"] == "invalid_json"
+    settings.DATA_UPLOAD_MAX_MEMORY_SIZE = 100
+    status, body = call(client, "post", "/runs", headers, {"workflow": "greet", "input": {"who": "x" * 200}})
+    assert status == 413 and body["code"] == "too_large" and not Run.objects.exists()
+
+
+def test_the_openapi_document_lists_every_endpoint_and_its_refusals(client):
+    paths = client.get("/api/schema").json()["paths"]
+    assert {"/api/runs/{run_id}/events/stream", "/api/workflows/{name}", "/api/workflows/{name}/draft",
+            "/api/workflows/{name}/validate", "/api/workflows/{name}/publish", "/api/workflows/{name}/import",
+            "/api/workflows/{name}/export", "/api/workflows/{name}/diff", "/api/approvals",
+            "/api/approvals/{approval_id}/decide", "/api/effects", "/api/effects/{effect_id}/decide",
+            "/api/kpis"} <= set(paths)
+    for path, operations in paths.items():
+        for method, operation in operations.items():
+            assert {"401", "403", "422"} <= set(operation["responses"]), (method, path)
+            if "requestBody" in operation:
+                assert {"400", "413"} <= set(operation["responses"]), (method, path)
+    decide = paths["/api/approvals/{approval_id}/decide"]["post"]["responses"]
+    assert decide["409"]["content"]["application/json"]["schema"] == {"$ref": "#/components/schemas/ErrorOut"}
+    assert "text/event-stream" in paths["/api/runs/{run_id}/events/stream"]["get"]["responses"]["200"]["content"]

@@ -14,6 +14,7 @@ from django.contrib.auth.models import Group
 
 from orchestrator.engine.runs import start_run
 from orchestrator.models import ApprovalRequest, ApprovalStatus, Run, RunStatus
+from orchestrator.roles import ensure_role_groups
 
 from ..engine.test_approvals import play, refund_flow
 
@@ -25,11 +26,11 @@ OVERFLOW = "document.documentElement.scrollWidth - window.innerWidth"
 
 @pytest.fixture
 def people(django_user_model) -> dict[str, Any]:
-    """Alice starts runs and is an approver too; Bea is a second approver."""
+    """Alice starts runs and is an approver too; Bea is a second approver (both may see runs)."""
     finance = Group.objects.create(name="finance")
     made = {name: django_user_model.objects.create_user(name, password=PASSWORD) for name in ("alice", "bea")}
     for user in made.values():
-        user.groups.add(finance)
+        user.groups.add(finance, ensure_role_groups()["viewer"])
     return made
 
 
@@ -116,7 +117,7 @@ def test_a_colleague_approves_and_the_run_page_follows(people, sign_in, redis_co
     card.locator("button[value=approve]").click()
     bea.locator(f"#approval-{request.pk} .approval-decision").wait_for()
     assert "approve by bea" in bea.locator(f"#approval-{request.pk}").inner_text()
-    bea.wait_for_function("document.querySelector('#approvals-count').textContent === ''")
+    bea.wait_for_function("() => document.querySelector('#approvals-count').textContent === ''")
 
     run = play(Run.objects.get(pk=run.pk))  # the step after the approval, run here instead of by a worker
     assert run.status == RunStatus.SUCCEEDED

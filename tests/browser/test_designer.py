@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
 def settled(page) -> None:
     """Wait until htmx has settled its last swap: until then the new forms' triggers are not bound."""
-    page.wait_for_function("!document.querySelector('.htmx-settling, .htmx-swapping, .htmx-added')")
+    page.wait_for_function("() => !document.querySelector('.htmx-settling, .htmx-swapping, .htmx-added')")
 
 
 def new_draft(page, name: str, starter: str = "pipeline") -> None:

@@ -46,7 +46,7 @@ def test_changing_the_window_updates_the_tiles_and_the_address(signed_in, runs, 
     page.evaluate("window.__sameDocument = true")  # gone if the page reloads
     page.click(".window-choice >> text=Last hour")
     page.wait_for_url("**/dashboards/kpis/?window=hour")
-    page.wait_for_function("document.querySelector('#tile-finished .value').textContent.trim() === '1'")
+    page.wait_for_function("() => document.querySelector('#tile-finished .value').textContent.trim() === '1'")
     assert page.evaluate("window.__sameDocument") is True  # swapped in place by htmx
     assert tile_value(page, "completion_rate") == "100.0 %"
     assert "up 50.0 %" not in page.locator("#tile-completion_rate").inner_text()  # nothing in the hour before

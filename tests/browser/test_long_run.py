@@ -39,7 +39,7 @@ def test_an_operator_reads_a_retry_storm_and_loads_more_attempts(signed_in, demo
     assert "7 attempts not shown" in gap.inner_text() and "step_0" in gap.inner_text()
 
     gap.locator("a.load-attempts").click()
-    page.wait_for_function(f"document.querySelectorAll('{ROWS}').length === 20")
+    page.wait_for_function(f"() => document.querySelectorAll('{ROWS}').length === 20")
     after = row_ids(page)
     assert after == sorted(after) and set(ids[:12]) <= set(after)  # step_0's twelve tries, in order
     assert page.locator("table.attempts tr.gap").count() == 3  # the other states' tries are still one row each

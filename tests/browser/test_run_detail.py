@@ -11,6 +11,7 @@ import pytest
 from playwright.sync_api import expect
 
 from orchestrator.models import Event
+from orchestrator.roles import ensure_role_groups
 
 from ..web.test_run_detail_history import NASTY, STEP_KINDS, failing_run
 
@@ -32,7 +33,7 @@ def test_an_operator_triages_a_failed_run_from_its_page(signed_in, demo, redis_c
 
     page.check("#kind-steps")  # applies at once: htmx swaps the history and pushes the address
     page.wait_for_url("**/runs/*/?kind=steps")
-    page.wait_for_function("document.querySelectorAll('#kind-steps:checked').length === 1")
+    page.wait_for_function("() => document.querySelectorAll('#kind-steps:checked').length === 1")
     assert {kind for kind, _ in shown_rows(page)} <= STEP_KINDS
 
     page.click("svg.workflow-graph a[hx-get*='state=explode']")
@@ -85,7 +86,8 @@ def test_a_timeline_bar_selects_its_state(signed_in, demo, redis_conn, sink_path
 
 def test_times_are_shown_in_the_browsers_time_zone(browser, live_server, django_user_model, demo, redis_conn,
                                                   sink_path):
-    django_user_model.objects.create_user("tokyo", password="s3cret-enough")
+    django_user_model.objects.create_user("tokyo", password="s3cret-enough").groups.add(
+        ensure_role_groups()["viewer"])
     context = browser.new_context(base_url=live_server.url, timezone_id="Asia/Tokyo")
     try:
         page = context.new_page()

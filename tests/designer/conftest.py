@@ -17,5 +17,7 @@ def designer(client, django_user_model):
 
 @pytest.fixture
 def viewer(client, django_user_model):
-    client.force_login(django_user_model.objects.create_user("vic", password="pw"))
+    user = django_user_model.objects.create_user("vic", password="pw")
+    user.groups.add(ensure_role_groups()["viewer"])
+    client.force_login(user)
     return client

@@ -6,8 +6,9 @@ from __future__ import annotations
 import os
 
 import pytest
-from django.contrib.auth.models import Permission
 from django.core.management import call_command
+
+from orchestrator.roles import ensure_role_groups
 
 
 @pytest.fixture
@@ -17,16 +18,18 @@ def demos(redis_conn, sink_path, fast_engine):
 
 @pytest.fixture
 def viewer(client, django_user_model):
-    """A signed-in user with no permission: may look, may not act."""
+    """A signed-in user of the viewer role: may look, may not act."""
     user = django_user_model.objects.create_user("vera", password="pw")
+    user.groups.add(ensure_role_groups()["viewer"])
     client.force_login(user)
     return client
 
 
 @pytest.fixture
 def operator(client, django_user_model):
-    """A signed-in user who may start, cancel and redrive runs and decide effects."""
+    """A signed-in user of the operator role: may start, cancel and redrive runs, decide effects
+    and reset circuit breakers."""
     user = django_user_model.objects.create_user("otto", password="pw")
-    user.user_permissions.add(*Permission.objects.filter(codename__in=["add_run", "change_run", "change_effect"]))
+    user.groups.add(ensure_role_groups()["operator"])
     client.force_login(user)
     return client

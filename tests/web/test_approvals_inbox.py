@@ -21,6 +21,7 @@ from orchestrator.engine import approvals
 from orchestrator.engine.runs import start_run
 from orchestrator.engine.workflows import publish
 from orchestrator.models import ApprovalRequest, ApprovalStatus, Event, EventKind, Run, RunStatus
+from orchestrator.roles import ensure_role_groups
 
 from ..engine.test_approvals import play, refund_flow
 from ..workflows import task
@@ -39,10 +40,13 @@ def _engine(redis_conn, sink_path, fast_engine):
 
 @pytest.fixture
 def people(django_user_model) -> dict[str, Any]:
-    """A requester (also in finance), two finance approvers, a manager, an outsider."""
+    """A requester (also in finance), two finance approvers, a manager, an outsider; all may see
+    runs (the viewer role)."""
     finance, managers = Group.objects.create(name="finance"), Group.objects.create(name="managers")
     made = {name: django_user_model.objects.create_user(name, password="pw")
             for name in ("requester", "ann", "bob", "manager", "outsider")}
+    for user in made.values():
+        user.groups.add(ensure_role_groups()["viewer"])
     for name in ("requester", "ann", "bob"):
         made[name].groups.add(finance)
     made["manager"].groups.add(managers)

@@ -15,6 +15,7 @@ from django.utils import timezone
 from monitoring.failure_trends import failure_trend
 from orchestrator.engine.runs import start_run
 from orchestrator.models import Run, RunStatus
+from orchestrator.roles import ensure_role_groups
 
 from ..engine.test_transitions import drain
 from ..workflows import ORDER
@@ -67,15 +68,14 @@ def test_the_failure_dashboard_costs_a_fixed_number_of_queries(viewer, demos):
 
 
 def test_an_operator_acknowledges_a_cluster_with_a_note_and_a_viewer_may_not(client, django_user_model, demos):
-    from django.contrib.auth.models import Permission
-
     run = rejected("A-1")
     form = {"workflow": "order_fulfilment", "fingerprint": run.failure_fingerprint, "note": "empty carts: fix in v2"}
     viewer = django_user_model.objects.create_user("vera", password="pw")
+    viewer.groups.add(ensure_role_groups()["viewer"])
     client.force_login(viewer)
     assert client.post(reverse("monitoring:acknowledge_cluster"), form).status_code == 403
     operator = django_user_model.objects.create_user("otto", password="pw")
-    operator.user_permissions.add(Permission.objects.get(codename="change_run"))
+    operator.groups.add(ensure_role_groups()["operator"])
     client.force_login(operator)
     response = client.post(reverse("monitoring:acknowledge_cluster"), form, follow=True)
     text = response.content.decode()

@@ -24,8 +24,9 @@ data = test_metrics.data
 
 pytestmark = pytest.mark.django_db
 
-# Session and user (login), then queue stats, live workers, their running attempts, recent deaths.
-FRAGMENT_QUERIES = 2 + 4
+# Session and user (login), the user's permissions (its own, its groups'), then queue stats, live
+# workers, their running attempts, recent deaths.
+FRAGMENT_QUERIES = 2 + 2 + 4
 
 
 @pytest.fixture

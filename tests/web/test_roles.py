@@ -17,16 +17,19 @@ pytestmark = pytest.mark.django_db
 def test_make_run_creates_one_user_per_role_with_its_permissions(monkeypatch):
     monkeypatch.delenv("RATCHET_DEMO_PASSWORD", raising=False)
     lines = ensure_demo_role_users()
-    assert lines == [f"{role} / {DEFAULT_DEMO_PASSWORD} ({role}, created)" for role in ROLES]
+    demo_roles = [role for role in ROLES if role != "admin"]  # the demo superuser is named admin
+    assert lines == [f"{role} / {DEFAULT_DEMO_PASSWORD} ({role}, created)" for role in demo_roles]
     users = {u.username: u for u in get_user_model().objects.all()}
     assert users["approver"].has_perm("orchestrator.decide_approval")
     assert not users["approver"].has_perm("orchestrator.change_run")
     assert users["operator"].has_perm("orchestrator.change_run")
     assert not users["operator"].has_perm("orchestrator.decide_approval")
     assert users["designer"].has_perm("orchestrator.add_workflowversion")
-    assert users["viewer"].get_all_permissions() == {"orchestrator.view_run"}
-    assert all(users[role].check_password(DEFAULT_DEMO_PASSWORD) for role in ROLES)
-    assert ensure_demo_role_users() == [f"{role} / {DEFAULT_DEMO_PASSWORD} ({role})" for role in ROLES]
+    assert users["viewer"].get_all_permissions() == {"orchestrator.view_run", "orchestrator.view_workflow",
+                                                     "designer.view_draft"}
+    assert "admin" not in users and not users["operator"].has_perm("orchestrator.view_audit")
+    assert all(users[role].check_password(DEFAULT_DEMO_PASSWORD) for role in demo_roles)
+    assert ensure_demo_role_users() == [f"{role} / {DEFAULT_DEMO_PASSWORD} ({role})" for role in demo_roles]
 
 
 def test_a_demo_user_whose_password_changed_is_kept(monkeypatch):

@@ -10,6 +10,7 @@ from django.urls import reverse
 
 from monitoring.models import SavedView
 from orchestrator.engine.runs import start_run
+from orchestrator.roles import ensure_role_groups
 
 from ..workflows import ORDER
 
@@ -41,6 +42,7 @@ def test_saving_under_a_name_already_used_replaces_that_view(viewer):
 def test_views_belong_to_their_owner(viewer, django_user_model, client):
     save(viewer, "vera's view", status="failed")
     other = django_user_model.objects.create_user("olga", password="pw")
+    other.groups.add(ensure_role_groups()["viewer"])
     client.force_login(other)
     assert "vera&#x27;s view" not in client.get(reverse("monitoring:run_list")).content.decode()
     view = SavedView.objects.get()

@@ -4,7 +4,8 @@ from orchestrator.roles import ROLES, ensure_role_groups
 
 
 class Command(BaseCommand):
-    help = "Create or update the role groups (approvers, operators, designers, viewers) and their permissions."
+    help = ("Create or update the role groups (approvers, operators, designers, viewers, admins) and their "
+            "permissions; migrate also creates them.")
 
     def handle(self, **options):
         ensure_role_groups()
