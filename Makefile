@@ -30,8 +30,13 @@ test-engine-sqlite: $(STAMP)
 	DATABASE_URL= $(PY) -m pytest -p no:cacheprovider -m "engine and not scale and not chaos and not integration"
 	DATABASE_URL= $(PY) -m pytest -p no:cacheprovider -m "not chaos" $(SQLITE_REAL_WORKERS)
 
-bench: $(STAMP)
-	DATABASE_URL="$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ratchet_bench}" $(PY) manage.py bench
+# The bench extra (LangGraph and its PostgreSQL checkpointer, which manage.py bench measures).
+$(VENV)/.bench-installed: $(STAMP) pyproject.toml
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-installed
+	DATABASE_URL="$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ratchet_bench}" $(PY) manage.py bench $(BENCH_ARGS)
 	DATABASE_URL="$${PAGES_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ratchet_pages_bench}" $(PY) manage.py bench_pages
 	$(PY) manage.py bench_designer
 

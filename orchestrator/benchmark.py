@@ -5,7 +5,10 @@ registered before the clock starts (their boot time is not measured):
 
 - engine: R runs of ``noop_chain`` (ten ``demo.noop`` steps) started with ``start_run`` in one
   transaction; the clock runs from its commit (after which the first steps' jobs are
-  enqueued) to the latest ``Run.finished_at``.
+  enqueued) to the latest ``Run.finished_at``. Every run must succeed with its ten steps.
+  Inline (the default), a worker continues a run's next step itself; one job per step
+  (``per_job``: ``RATCHET_INLINE_CHAIN_LIMIT=1`` in the workers' environment), every step
+  goes through RQ, which the workers' own count of the jobs they ran must confirm.
 - bare RQ: R chains of ten jobs on plain RQ ``SimpleWorker`` processes, each job enqueueing
   the next (``result_ttl=0``) and counting itself with an INCR; the clock runs from just
   before the first enqueue to the moment the last job counted itself.
@@ -14,12 +17,15 @@ Fan-out: one run of a parallel state with 100 no-op branches and its join, repea
 time is the run's wall time, start to finish (``Run.finished_at - created_at``), on the same
 worker processes.
 
-Bare RQ workers import this module, so nothing at module level needs Django.
+LangGraph and the PostgreSQL commit floor are in bench_langgraph.py and bench_floor.py; the
+rounds and the summary lines in bench_rounds.py. Bare RQ workers import this module, so
+nothing at module level needs Django.
 """
 
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 import time
@@ -50,10 +56,13 @@ class EngineResult:
     steps: int
     seconds: float
     step_overhead_ms_p50: float
+    rq_jobs: int = 0
 
     @property
     def steps_per_s(self) -> float:
         return self.steps / self.seconds
+
+    per_s = steps_per_s
 
 
 @dataclass(frozen=True)
@@ -65,13 +74,14 @@ class BareResult:
     def jobs_per_s(self) -> float:
         return self.jobs / self.seconds
 
+    per_s = jobs_per_s
 
-def summary_line(engine: EngineResult, bare: BareResult) -> str:
-    ratio = engine.steps_per_s / bare.jobs_per_s
-    return (
-        f"bench: engine_steps_per_s={engine.steps_per_s:.1f} bare_rq_jobs_per_s={bare.jobs_per_s:.1f} "
-        f"ratio={ratio:.2f} step_overhead_ms_p50={engine.step_overhead_ms_p50:.2f}"
-    )
+
+def bench_redis_url(environ: dict[str, str] | None = None) -> str:
+    """The Redis database the bench uses (and FLUSHES): $RATCHET_BENCH_REDIS_URL, else
+    $REDIS_URL, else db 3 of the local server."""
+    environ = os.environ if environ is None else environ
+    return environ.get("RATCHET_BENCH_REDIS_URL") or environ.get("REDIS_URL") or DEFAULT_REDIS_URL
 
 
 def deadline_for(runs: int) -> float:
@@ -167,15 +177,19 @@ def _create_database(params: dict[str, Any]) -> None:
     import psycopg
     from psycopg import sql
 
-    server = {key.lower(): params[key] or None for key in ("HOST", "PORT", "USER", "PASSWORD")}
-    with psycopg.connect(dbname="postgres", autocommit=True, **server) as maintenance:
+    with psycopg.connect(**conninfo(params, "postgres"), autocommit=True) as maintenance:
         maintenance.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(params["NAME"])))
 
 
-def measure_engine(runs: int, workers: int, redis_url: str, progress: Progress) -> EngineResult:
-    """Run the engine side. The caller points settings.REDIS_URL at ``redis_url``."""
-    import os
+def conninfo(params: dict[str, Any], dbname: str | None = None) -> dict[str, Any]:
+    """psycopg keyword arguments for a Django database's server (its database, or ``dbname``)."""
+    server = {key.lower(): params[key] for key in ("HOST", "PORT", "USER", "PASSWORD") if params.get(key)}
+    return {**server, "dbname": dbname or params["NAME"]}
 
+
+def measure_engine(runs: int, workers: int, redis_url: str, progress: Progress, per_job: bool = False) -> EngineResult:
+    """Run the engine side, inline or one job per step. The caller points settings.REDIS_URL at
+    ``redis_url``."""
     from django.core.management import call_command
     from django.db.models import Max
 
@@ -185,20 +199,41 @@ def measure_engine(runs: int, workers: int, redis_url: str, progress: Progress) 
     redis = Redis.from_url(redis_url)
     redis.flushdb()
     deleted, _ = Run.objects.filter(workflow__name=WORKFLOW).delete()
-    progress(f"engine: flushed {redis_url}, deleted {deleted} rows of earlier benchmark runs")
+    label = "engine/job" if per_job else "engine"
+    progress(f"{label}: flushed {redis_url}, deleted {deleted} rows of earlier benchmark runs")
     env = {"REDIS_URL": redis_url, "RATCHET_LOG_LEVEL": "WARNING", "DATABASE_URL": os.environ.get("DATABASE_URL", "")}
+    if per_job:
+        env["RATCHET_INLINE_CHAIN_LIMIT"] = "1"
     pool = WorkerPool(env=env)
     pool.start(workers)
     try:
         wait_for_workers(redis, workers, lambda: len(pool.alive()) == len(pool.processes))
-        progress(f"engine: {workers} worker(s) ready; starting {runs} runs of {WORKFLOW}")
+        progress(f"{label}: {workers} worker(s) ready; starting {runs} runs of {WORKFLOW}")
         started = _start_runs(runs)
-        _wait_engine(runs, started, progress)
+        _wait_engine(runs, started, progress, label)
+        rq_jobs = _rq_jobs_run(redis, runs * CHAIN_LENGTH if per_job else runs)
     finally:
         pool.stop()
     finished = Run.objects.filter(workflow__name=WORKFLOW).aggregate(end=Max("finished_at"))["end"]
-    return EngineResult(steps=_succeeded_steps(), seconds=(finished - started).total_seconds(),
-                        step_overhead_ms_p50=step_overhead_ms_p50())
+    steps = _succeeded_steps()
+    if steps != runs * CHAIN_LENGTH:
+        raise RuntimeError(f"{label}: {steps} succeeded steps, expected {runs * CHAIN_LENGTH}")
+    if per_job and rq_jobs < steps:
+        raise RuntimeError(f"{label}: the workers ran {rq_jobs} RQ jobs for {steps} steps: "
+                           "RATCHET_INLINE_CHAIN_LIMIT=1 did not put every step through RQ")
+    return EngineResult(steps=steps, seconds=(finished - started).total_seconds(),
+                        step_overhead_ms_p50=step_overhead_ms_p50(), rq_jobs=rq_jobs)
+
+
+def _rq_jobs_run(redis: Redis, at_least: int, seconds: float = 3) -> int:
+    """Jobs the registered workers ran successfully (RQ's own per-worker count). A job's count
+    lands just after its run finished, so wait briefly for ``at_least``."""
+    limit = time.monotonic() + seconds
+    while (jobs := sum(w.successful_job_count for w in Worker.all(connection=redis))) < at_least:
+        if time.monotonic() > limit:
+            break
+        time.sleep(POLL_SECONDS)
+    return jobs
 
 
 FANOUT_WORKFLOW = "bench_fanout"
@@ -215,15 +250,9 @@ class FanoutResult:
         middle = len(ordered) // 2
         return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
-    def line(self) -> str:
-        return (f"bench: fanout_{self.branches}_ms_p50={self.ms_p50:.1f} "
-                f"per_branch_ms={self.ms_p50 / self.branches:.2f} repeats={len(self.ms)}")
-
 
 def measure_fanout(branches: int, repeats: int, workers: int, redis_url: str, progress: Progress) -> FanoutResult:
     """Time ``repeats`` runs, one after another, of a fan-out to ``branches`` no-op branches."""
-    import os
-
     from .engine.runs import start_run
     from .engine.workflows import publish
     from .models import Run, RunStatus
@@ -284,7 +313,7 @@ def _now() -> Any:
     return timezone.now()
 
 
-def _wait_engine(runs: int, started: Any, progress: Progress) -> None:
+def _wait_engine(runs: int, started: Any, progress: Progress, label: str) -> None:
     from .models import Run, RunStatus
 
     limit, next_report = deadline_for(runs), time.monotonic() + 2
@@ -292,12 +321,12 @@ def _wait_engine(runs: int, started: Any, progress: Progress) -> None:
     while (done := mine.filter(status=RunStatus.SUCCEEDED).count()) < runs:
         bad = mine.exclude(status__in=(RunStatus.SUCCEEDED, RunStatus.RUNNING)).values_list("status", flat=True)
         if bad:
-            raise RuntimeError(f"engine: runs ended unexpectedly: {sorted(set(bad))}")
+            raise RuntimeError(f"{label}: runs ended unexpectedly: {sorted(set(bad))}")
         if time.monotonic() > limit:
-            raise RuntimeError(f"engine: only {done}/{runs} runs succeeded in time")
+            raise RuntimeError(f"{label}: only {done}/{runs} runs succeeded in time")
         if time.monotonic() > next_report:
             elapsed = (_now() - started).total_seconds()
-            progress(f"engine: {done}/{runs} runs succeeded ({elapsed:.1f}s)")
+            progress(f"{label}: {done}/{runs} runs succeeded ({elapsed:.1f}s)")
             next_report += 2
         time.sleep(POLL_SECONDS)
 

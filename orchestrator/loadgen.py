@@ -146,7 +146,8 @@ def _copy(model: type[models.Model], columns: tuple[str, ...], rows: list[tuple]
     """COPY rows into the model's table (PostgreSQL); JSON goes in as its text."""
     json_at = _json_columns(model, columns)
     qn = connection.ops.quote_name
-    sql = f"COPY {qn(model._meta.db_table)} ({', '.join(qn(c) for c in columns)}) FROM STDIN"
+    column_of = {f.attname: f.column for f in model._meta.concrete_fields}
+    sql = f"COPY {qn(model._meta.db_table)} ({', '.join(qn(column_of[c]) for c in columns)}) FROM STDIN"
     dumps = json.dumps
     with connection.cursor() as cursor, cursor.cursor.copy(sql) as copy:
         for row in rows:

@@ -49,7 +49,7 @@ P_RETRY, P_LOST, P_CAUGHT = 0.06, 0.01, 0.3
 USD_PER_TOKEN = Decimal("0.000002")
 
 RUN_COLUMNS = (
-    "id", "workflow_id", "version_id", "status", "input", "context", "output", "error", "failure_mode",
+    "id", "workflow_id", "version_id", "status", "input", "context_base", "output", "error", "failure_mode",
     "failed_attempt_id", "pause_reason", "failure_state", "failure_fingerprint", "idempotency_key", "started_by_id",
     "created_at", "finished_at", "deadline_at", "steps_used", "tokens_used", "depth_used", "cost_used",
     "resume_count", "redrive_count", "human_wait_seconds", "parent_id", "parent_attempt_id", "budget_caps")

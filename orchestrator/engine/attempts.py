@@ -14,7 +14,7 @@ from . import clock
 from .breakers import breaker_for
 from .claims import Claimant
 from .definition import State
-from .dispatch import dispatch_on_commit
+from .dispatch import dispatch_many_on_commit, dispatch_on_commit
 from .eventlog import EventLog
 from .ratelimits import limit_for
 from .tool_guards import has_guarded_tools
@@ -36,9 +36,24 @@ def first_deadline(state: State | None) -> float:
     return timeout
 
 
-def new_attempt(
+class AttemptBatch:
+    """Attempts created together (a fork's branches): inserted in one statement and enqueued in
+    one Redis round trip, instead of an INSERT and an enqueue each. ``save`` before the
+    transition's events are flushed: they refer to these attempts."""
+
+    def __init__(self) -> None:
+        self.attempts: list[StepAttempt] = []
+
+    def save(self) -> None:
+        if not self.attempts:
+            return
+        StepAttempt.objects.bulk_create(self.attempts)
+        dispatch_many_on_commit([(a.pk, a.queue) for a in self.attempts if a.dispatched_at is not None])
+        self.attempts = []
+
+
+def build_attempt(
     run: Run,
-    log: EventLog,
     *,
     state_name: str,
     sequence: int,
@@ -53,8 +68,9 @@ def new_attempt(
     state: State | None = None,
     branch_path: str = "",
     line: Any = None,
-) -> StepAttempt:
-    """Create an attempt: scheduled and dispatched on commit, or claimed by ``claimant`` now."""
+) -> tuple[StepAttempt, bool]:
+    """An unsaved attempt, and whether ``claimant`` claimed it (inline: same queue, due now,
+    and nothing to check at claim time)."""
     now = clock.now()
     not_before = now + timedelta(seconds=delay) if delay > 0 else None
     attempt = StepAttempt(
@@ -76,15 +92,38 @@ def new_attempt(
     elif not_before is None:
         attempt.dispatched_at = now
         attempt.dispatch_count = 1
-    else:  # a timer or a backoff: the sweeper dispatches it when it is due
-        transaction.on_commit(clock.timers_changed.set)
-    attempt.save()
-    log.add(EventKind.STEP_SCHEDULED, attempt, sequence=sequence, attempt_number=attempt_no,
+    return attempt, inline
+
+
+def log_scheduled(log: EventLog, attempt: StepAttempt, inline: bool, delay: float = 0.0) -> None:
+    log.add(EventKind.STEP_SCHEDULED, attempt, sequence=attempt.sequence, attempt_number=attempt.attempt,
             delay_seconds=round(delay, 3), inline=inline)
     if inline:
-        log.add(EventKind.STEP_CLAIMED, attempt, worker=claimant.worker, inline=True)
-    elif not_before is None:
-        dispatch_on_commit(attempt.pk, queue)
+        log.add(EventKind.STEP_CLAIMED, attempt, worker=attempt.worker, inline=True)
+
+
+def new_attempt(
+    run: Run,
+    log: EventLog,
+    *,
+    delay: float = 0.0,
+    batch: AttemptBatch | None = None,
+    **fields: Any,
+) -> StepAttempt:
+    """Create an attempt (``build_attempt``'s fields): scheduled and dispatched on commit, or
+    claimed by ``claimant`` now. With a ``batch``, one not claimed inline is saved and
+    dispatched by the batch."""
+    attempt, inline = build_attempt(run, delay=delay, **fields)
+    if attempt.not_before is not None:  # a timer or a backoff: the sweeper dispatches it when it is due
+        transaction.on_commit(clock.timers_changed.set)
+    batched = batch is not None and not inline
+    if batched:
+        batch.attempts.append(attempt)
+    else:
+        attempt.save()
+    log_scheduled(log, attempt, inline, delay)
+    if attempt.dispatched_at is not None and not batched:
+        dispatch_on_commit(attempt.pk, attempt.queue)
     return attempt
 
 

@@ -17,6 +17,8 @@ class Claim:
     definition: Definition
     token: uuid.UUID
     worker: str
+    # The run row's version as this worker last saw it (PostgreSQL), for fast_checkpoint.py.
+    run_xmin: str | None = None
 
     @property
     def state(self) -> State:

@@ -15,6 +15,7 @@ import logging
 import threading
 from collections.abc import Callable
 from datetime import timedelta
+from functools import cached_property
 from typing import Any
 
 from ..models import AttemptStatus, StepAttempt
@@ -40,12 +41,16 @@ class StepContext:
         self.attempt_number = claim.attempt.attempt
         self.input: Any = claim.attempt.input
         self.args: dict[str, Any] = dict(state.args)
-        # The run's context as this step's line of execution sees it (a branch sees its own outputs).
-        self.context: dict[str, Any] = view(claim.run, claim.attempt.line)
         self.logger = logging.LoggerAdapter(
             logging.getLogger(f"ratchet.handler.{state.handler}"),
             {"run": str(self.run_id), "state": self.state_name},
         )
+
+    @cached_property
+    def context(self) -> dict[str, Any]:
+        """The run's context as this step's line of execution sees it (a branch sees its own
+        outputs); read from the database only when the handler asks for it."""
+        return view(self._claim.run, self._claim.attempt.line)
 
     def effect(
         self,

@@ -7,6 +7,7 @@ This module imports nothing of the validator: the validator builds on it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .approval_spec import ApprovalSpec
@@ -165,6 +166,16 @@ class Definition:
 
     def state(self, name: str) -> State:
         return self.states[name]
+
+    @cached_property
+    def output_keys(self) -> frozenset[str]:
+        """Every context key a state may write (outputs, caught errors, joins, handoffs)."""
+        return frozenset(state.context_key for state in self.states.values())
+
+    def reads_outputs(self, state: State) -> bool:
+        """Does ``state``'s input come from any output (else only from the run's input)?"""
+        paths = list(state.input_map.values()) if state.input_map is not None else [state.input_path or "input"]
+        return any(not path or path.split(".", 1)[0] in self.output_keys for path in paths)
 
 
 def build_state(name: str, raw: dict[str, Any], scope: str = "", queue: str = "default") -> State:

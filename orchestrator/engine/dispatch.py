@@ -49,17 +49,41 @@ def enqueue_attempt(attempt_id: int, queue_name: str) -> None:
     )
 
 
-def _enqueue_quietly(attempt_id: int, queue_name: str) -> None:
+def enqueue_attempts(attempts: list[tuple[int, str]]) -> None:
+    """Put many due attempts' jobs on their queues in one Redis round trip (a fan-out's branches)."""
+    pipe = redis_connection().pipeline()
+    by_queue: dict[str, list[int]] = {}
+    for attempt_id, queue_name in attempts:
+        by_queue.setdefault(queue_name, []).append(attempt_id)
+    for queue_name, ids in by_queue.items():
+        queue(queue_name).enqueue_many([
+            Queue.prepare_data(JOB_FUNCTION, (attempt_id,), job_id=job_id(attempt_id), timeout=-1, result_ttl=0,
+                               failure_ttl=24 * 3600)
+            for attempt_id in ids], pipeline=pipe)
+    pipe.execute()
+
+
+def _enqueue_quietly(attempts: list[tuple[int, str]]) -> None:
     try:
-        enqueue_attempt(attempt_id, queue_name)
+        if len(attempts) == 1:
+            enqueue_attempt(*attempts[0])
+        else:
+            enqueue_attempts(attempts)
     except Exception:
-        # Durable already: the sweeper dispatches it again once Redis answers.
-        logger.warning("enqueue of attempt %s failed; the sweeper will retry", attempt_id, exc_info=True)
+        # Durable already: the sweeper dispatches them again once Redis answers.
+        logger.warning("enqueue of attempts %s failed; the sweeper will retry", [a for a, _ in attempts],
+                       exc_info=True)
 
 
 def dispatch_on_commit(attempt_id: int, queue_name: str) -> None:
     """Enqueue after the current transaction commits (never inside it)."""
-    transaction.on_commit(lambda: _enqueue_quietly(attempt_id, queue_name))
+    transaction.on_commit(lambda: _enqueue_quietly([(attempt_id, queue_name)]))
+
+
+def dispatch_many_on_commit(attempts: list[tuple[int, str]]) -> None:
+    """Enqueue these attempts together, in one pipeline, after the current transaction commits."""
+    if attempts:
+        transaction.on_commit(lambda: _enqueue_quietly(list(attempts)))
 
 
 def jobs_in_queues(attempts: dict[int, str]) -> set[int]:

@@ -30,6 +30,7 @@ from .claims import Claim, Claimant, Usage
 from .context import StepContext
 from .effects import resolve_compensation
 from .errors import Cancelled, ContractViolation, EffectUncertain, StepTimeout, engine_error, error_payload
+from .fast_checkpoint import checkpoint_one_statement, eligible
 from .lease import lease_keeper
 from .reconnect import with_db_retry
 from .registry import get_handler
@@ -155,6 +156,10 @@ def checkpoint(claim: Claim, output: Any, usage: Usage, claimant: Claimant | Non
     retried, and a transient server error (a deadlock, a serialization failure) propagates, so
     the lease lapses and the step resumes, as it would after a crash.
     """
+    if eligible(claim):
+        taken, following = checkpoint_one_statement(claim, output, usage, claimant)
+        if taken:
+            return following
     try:
         return with_db_retry(lambda: complete_attempt(claim, output, usage, claimant))
     except (DataError, IntegrityError) as exc:

@@ -1,6 +1,7 @@
 """A line of execution's context and liveness (see ``models/lines.py`` for the model).
 
-The main line is the run itself (``line`` is None): its context is ``Run.context``. A branch
+The main line is the run itself (``line`` is None): its context is ``Run.context``, one entry per
+stored output (models/context.py). A branch
 reads the run's context overlaid with its ancestors' and its own outputs, and writes only its
 own, so siblings never overwrite each other.
 """
@@ -31,10 +32,20 @@ def view(run: Run, line: Line | None) -> dict[str, Any]:
     return seen
 
 
-def store(run: Run, line: Line | None, key: str, value: Any) -> None:
-    """Record a step's output in its line's own context."""
+def input_view(run: Run, definition: Any, state: Any, line: Line | None) -> dict[str, Any]:
+    """What ``state``'s input is read from: on the main line, when no path of it names an
+    output and the context is not read yet, the run's starting context, so the steps' outputs
+    are not read for nothing (they are entries of their own: models/context.py)."""
+    if line is None and "_context" not in run.__dict__ and not definition.reads_outputs(state):
+        return run.context_base
+    return view(run, line)
+
+
+def store(run: Run, line: Line | None, key: str, value: Any, attempt: Any = None) -> None:
+    """Record a step's output in its line's own context (``attempt``: the attempt whose output
+    ``value`` is; the main line then refers to it instead of storing it again)."""
     if line is None:
-        run.context[key] = value
+        run.put_context(key, value, attempt)
     else:
         line.context[key] = value
         Line.objects.filter(pk=line.pk).update(context=line.context)

@@ -51,7 +51,7 @@ from .eventlog import EventLog
 from .fingerprints import fingerprint
 
 RUN_FIELDS = [
-    "status", "context", "output", "error", "failure_mode", "failed_attempt", "pause_reason", "finished_at",
+    "status", "output", "error", "failure_mode", "failed_attempt", "pause_reason", "finished_at",
     "deadline_at", "steps_used", "tokens_used", "depth_used", "cost_used", "resume_count", "redrive_count",
     "human_wait_seconds", "failure_state", "failure_fingerprint",
 ]
@@ -59,6 +59,7 @@ S = RunStatus
 
 
 def save_run(run: Run) -> None:
+    """Write the run's row and the context entries its transition added (not its whole context)."""
     run.save(update_fields=RUN_FIELDS)
 
 

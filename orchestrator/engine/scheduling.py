@@ -28,14 +28,14 @@ from ..models import (
 )
 from ..models.runs import ACTIVE_ATTEMPT_STATUSES
 from . import clock, guards
-from .attempts import new_attempt
+from .attempts import AttemptBatch, new_attempt
 from .budgets import limits
 from .claims import Claimant
 from .contracts import check_input, mapped_input
 from .definition import Definition, State
 from .errors import ContractViolation, RouteRefused, engine_error, error_payload
 from .eventlog import EventLog
-from .lines import is_live, store, view
+from .lines import input_view, is_live, store, view
 from .reducers import AggregationConflict, Reduced, reduce_outputs
 from .retry import error_matches
 from .runstate import fail_run, release_waiting, succeed_run
@@ -51,9 +51,11 @@ def enter_state(
     *,
     claimant: Claimant | None = None,
     line: Line | None = None,
+    batch: AttemptBatch | None = None,
 ) -> StepAttempt | None:
     """The line (the main line if None) moves into state ``name`` (a new visit). Returns the
-    attempt created, if any (claimed inline when ``claimant`` may take it).
+    attempt created, if any (claimed inline when ``claimant`` may take it; saved by ``batch``
+    when one is given and it is a task or a wait).
 
     Choice, succeed and fail are resolved here, in a loop, so a chain of choices costs no
     trip through a worker.
@@ -110,10 +112,12 @@ def enter_state(
                 seconds = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else 0.0
             log.add(EventKind.WAIT_STARTED, state_name=name, seconds=seconds)
             return new_attempt(run, log, state_name=name, sequence=run.steps_used, queue=state.queue,
-                               delay=max(seconds, 0.0), claimant=claimant, branch_path=path, line=line)
-        task_input = handed if handed is not _NOTHING else mapped_input(state, view(run, line))
+                               delay=max(seconds, 0.0), claimant=claimant, branch_path=path, line=line,
+                               batch=batch)
+        task_input = handed if handed is not _NOTHING else mapped_input(state, input_view(run, definition, state, line))
         return new_attempt(run, log, state_name=name, sequence=run.steps_used, queue=state.queue,
-                           input=task_input, claimant=claimant, state=state, branch_path=path, line=line)
+                           input=task_input, claimant=claimant, state=state, branch_path=path, line=line,
+                           batch=batch)
     raise RuntimeError(f"more than {MAX_PASS_THROUGH} choice states in a row; the definition loops")
 
 
@@ -262,13 +266,15 @@ def open_fork(run: Run, definition: Definition, state: State, log: EventLog, *, 
              position=branch.start_at)
         for ordinal, branch in enumerate(state.branches)])
     first = None
+    batch = AttemptBatch()
     for branch, child in zip(state.branches, children, strict=True):
         attempt = enter_state(run, definition, branch.start_at, log, line=child,
-                              claimant=claimant if first is None else None)
+                              claimant=claimant if first is None else None, batch=batch)
         if first is None and attempt is not None and attempt.status == AttemptStatus.RUNNING:
             first = attempt
         if attempt is None and not _still_open(fork):
             break  # a branch ended at once (a choice to a terminal) and the join already happened
+    batch.save()
     return first
 
 

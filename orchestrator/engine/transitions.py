@@ -39,6 +39,7 @@ from .definition import definition_for_version
 from .dispatch import dispatch_on_commit
 from .errors import engine_error
 from .eventlog import EventLog
+from .fast_checkpoint import row_version, with_run_version
 from .lines import is_live, store
 from .model_calls import unreported_usage
 from .ratelimits import conform, limit_for
@@ -84,7 +85,8 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
     now = clock.now()
     token = uuid.uuid4()
     with transaction.atomic():
-        attempt = StepAttempt.objects.select_related("run__version", "line__fork").filter(pk=attempt_id).first()
+        attempt = with_run_version(
+            StepAttempt.objects.select_related("run__version", "line__fork").filter(pk=attempt_id)).first()
         if attempt is None or attempt.status != AttemptStatus.SCHEDULED:
             return None
         early = (attempt.not_before - now).total_seconds() if attempt.not_before else 0.0
@@ -120,7 +122,8 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
         log.add(EventKind.STEP_CLAIMED, attempt, worker=worker,
                 queue_wait_ms=round((now - attempt.scheduled_at).total_seconds() * 1000, 1))
         log.flush()
-    return Claim(attempt=attempt, run=attempt.run, definition=definition, token=token, worker=worker)
+    return Claim(attempt=attempt, run=attempt.run, definition=definition, token=token, worker=worker,
+                 run_xmin=getattr(attempt, "run_xmin", None))
 
 
 def wait_on(claim: Claim, log: EventLog) -> bool:
@@ -202,9 +205,12 @@ def complete_attempt(claim: Claim, output: Any, usage: Usage, claimant: Claimant
         next_attempt = after_success(run, claim.definition, attempt, output, usage, log, claimant=claimant)
         save_run(run)
         log.flush()
-    if next_attempt is not None and next_attempt.status == AttemptStatus.RUNNING:
+        inline = next_attempt is not None and next_attempt.status == AttemptStatus.RUNNING
+        # The next step may take the one-statement path when it is a plain task of the main line.
+        xmin = row_version(run.pk) if inline and next_attempt.line_id is None else None
+    if inline:
         return Claim(attempt=next_attempt, run=run, definition=claim.definition,
-                     token=next_attempt.claim_token, worker=claim.worker)
+                     token=next_attempt.claim_token, worker=claim.worker, run_xmin=xmin)
     return None
 
 
@@ -221,7 +227,7 @@ def after_success(run: Run, definition: Any, attempt: StepAttempt, output: Any, 
         return None
     state = definition.state(attempt.state_name)
     if state.type in ("task", "agent", "subworkflow"):
-        store(run, attempt.line, state.context_key, output)
+        store(run, attempt.line, state.context_key, output, attempt)
     if _over_budget(run, definition, attempt, log):
         return None
     return go_on(run, definition, state, output, log, line=attempt.line, claimant=claimant)

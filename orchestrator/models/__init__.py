@@ -1,6 +1,7 @@
 from .agents import ModelCall
 from .approvals import ApprovalRequest, ApprovalStatus
 from .audit import AuditAction, AuditEntry
+from .context import ContextEntry
 from .effects import Effect, EffectStatus
 from .events import Event, EventKind
 from .lines import Fork, ForkStatus, Line, LineStatus
@@ -17,6 +18,7 @@ __all__ = [
     "AttemptStatus",
     "AuditAction",
     "AuditEntry",
+    "ContextEntry",
     "Effect",
     "EffectStatus",
     "Event",

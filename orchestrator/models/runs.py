@@ -7,10 +7,12 @@ source status and appends an Event in the same transaction.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
 from django.db import models
 
+from .context import ContextEntry, assemble
 from .workflows import Workflow, WorkflowVersion
 
 
@@ -58,7 +60,10 @@ class Run(models.Model):
     version = models.ForeignKey(WorkflowVersion, on_delete=models.PROTECT, related_name="runs")
     status = models.CharField(max_length=16, choices=RunStatus.choices, default=RunStatus.RUNNING)
     input = models.JSONField(default=dict, blank=True)
-    context = models.JSONField(default=dict, blank=True, help_text="Run input plus outputs of completed steps.")
+    # What the run started with (its input); the steps' outputs are ContextEntry rows. Read
+    # ``context`` (assembled) rather than this, except to start a run.
+    context_base = models.JSONField(db_column="context", default=dict, blank=True,
+                                    help_text="The run's starting context; steps add entries to it.")
     output = models.JSONField(null=True, blank=True)
     error = models.JSONField(null=True, blank=True)
     failure_mode = models.CharField(max_length=32, choices=FailureMode.choices, blank=True)
@@ -117,9 +122,49 @@ class Run(models.Model):
     def __str__(self) -> str:
         return f"{self.workflow.name} run {str(self.id)[:8]}"
 
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        super().save(*args, **kwargs)
+        pending = self.take_pending_context()
+        if pending:
+            ContextEntry.objects.bulk_create([
+                ContextEntry(run_id=self.pk, key=key, attempt_id=attempt.pk if attempt is not None else None,
+                             value=None if attempt is not None else value)
+                for key, value, attempt in pending])
+
     @property
     def is_terminal(self) -> bool:
         return self.status in TERMINAL_RUN_STATUSES
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """Run input plus outputs of completed steps, assembled on first read (see models/context.py)."""
+        cached = self.__dict__.get("_context")
+        if cached is None:
+            saved = not self._state.adding
+            cached = self.__dict__["_context"] = assemble(self.context_base, self.pk) if saved else dict(
+                self.context_base)
+            cached.update({key: value for key, value, _ in self.__dict__.get("_context_pending", ())})
+        return cached
+
+    @context.setter
+    def context(self, value: dict[str, Any]) -> None:
+        """A new run's starting context (a run under way adds to it with ``put_context``)."""
+        self.context_base = value
+        self.__dict__["_context"] = dict(value)
+
+    def put_context(self, key: str, value: Any, attempt: Any = None) -> None:
+        """Set ``key`` in the context; written as one entry when the run is next saved. With
+        ``attempt``, the value is that attempt's output and is not stored twice."""
+        if "_context" in self.__dict__:
+            self.__dict__["_context"][key] = value
+        self.__dict__.setdefault("_context_pending", []).append((key, value, attempt))
+
+    def take_pending_context(self) -> list[Any]:
+        return self.__dict__.pop("_context_pending", [])
+
+    def refresh_from_db(self, *args: Any, **kwargs: Any) -> None:
+        self.__dict__.pop("_context", None)
+        super().refresh_from_db(*args, **kwargs)
 
 
 class AttemptKind(models.TextChoices):

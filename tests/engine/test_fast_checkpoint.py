@@ -1,0 +1,136 @@
+"""The one-statement checkpoint (engine/fast_checkpoint.py) against the general path: the same
+rows for the same run; the general path whenever the run changed under the worker; and a
+context whose bytes per step do not grow with the run's length."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+
+from orchestrator.engine import clock
+from orchestrator.engine.claims import Claimant, Usage
+from orchestrator.engine.executor import checkpoint, run_attempt
+from orchestrator.engine.runs import cancel_run, start_run
+from orchestrator.engine.transitions import claim_attempt
+from orchestrator.models import AttemptStatus, Event, EventKind, Run, RunStatus, StepAttempt
+
+from ..workflows import chain, task
+
+pytestmark = [pytest.mark.engine, pytest.mark.django_db(transaction=True)]
+
+ONE_STATEMENT = "WITH ok AS"
+
+
+@pytest.fixture(autouse=True)
+def _engine(redis_conn, sink_path, fast_engine, settings):
+    if connection.vendor != "postgresql":
+        pytest.skip("the one-statement checkpoint is PostgreSQL's; SQLite always takes the general path")
+
+
+@pytest.fixture
+def fast(settings):
+    def use(on: bool) -> None:
+        settings.RATCHET = {**settings.RATCHET, "FAST_CHECKPOINT": on}
+    return use
+
+
+def run_here(workflow: str, payload: dict[str, Any] | None = None) -> tuple[Run, list[str]]:
+    """Start a run and let this process run its jobs until it ends; the SQL it sent."""
+    run, _ = start_run(workflow, payload or {})
+    clock.sync()
+    with CaptureQueriesContext(connection) as queries:
+        while due := list(run.attempts.filter(status=AttemptStatus.SCHEDULED).values_list("pk", flat=True)):
+            for attempt_id in due:
+                run_attempt(attempt_id)
+    return Run.objects.get(pk=run.pk), [q["sql"] for q in queries.captured_queries]
+
+
+def rows(run: Run) -> dict[str, Any]:
+    """What a run left, without what differs between two runs anyway (ids, times, tokens)."""
+    volatile = {"duration_ms", "queue_wait_ms", "worker"}
+    return {
+        "run": (run.status, run.steps_used, run.tokens_used, str(run.cost_used), run.output, run.context),
+        "attempts": [
+            (a.state_name, a.sequence, a.attempt, a.kind, a.status, a.queue, a.input, a.output, a.tokens,
+             str(a.cost), a.worker != "", a.lease_expires_at, a.claim_token is not None, a.timeout_at is not None)
+            for a in run.attempts.order_by("sequence", "id")],
+        "events": [(e.kind, e.state_name, e.attempt.state_name if e.attempt else None,
+                    {k: v for k, v in e.data.items() if k not in volatile})
+                   for e in Event.objects.filter(run=run).select_related("attempt").order_by("id")],
+    }
+
+
+@pytest.mark.parametrize("chain_limit", [200, 1], ids=["inline", "one job per step"])
+def test_the_one_statement_path_leaves_the_same_rows_as_the_general_path(fast, settings, chain_limit):
+    settings.RATCHET = {**settings.RATCHET, "INLINE_CHAIN_LIMIT": chain_limit}
+    chain("parity",
+          ("a", task("test.answer", args={"output": {"n": 1, "text": "ünïcode ✓"}})),
+          ("b", task("test.usage", args={"tokens": 120, "cost": 0.25})),
+          ("c", task("test.answer", args={"output": {"n": 3}, "seen": True}, input={"who": "input.who"})),
+          ("d", task("demo.noop")))
+    fast(True)
+    quick, quick_sql = run_here("parity", {"who": "Ada"})
+    fast(False)
+    general, general_sql = run_here("parity", {"who": "Ada"})
+    assert sum(sql.lstrip().startswith(ONE_STATEMENT) for sql in quick_sql) == 3  # a->b, b->c, c->d
+    assert not any(sql.lstrip().startswith(ONE_STATEMENT) for sql in general_sql)
+    assert quick.status == RunStatus.SUCCEEDED and quick.tokens_used == 120
+    assert quick.context["c"] == {"n": 3, "seen": ["a", "b", "input"]}
+    assert rows(quick) == rows(general)
+
+
+def test_a_run_changed_by_someone_else_goes_through_the_general_path(fast):
+    """The run row's version moved on (an operator cancelled it) between the claim and the
+    checkpoint: the one statement writes nothing, and the general path discards the result."""
+    fast(True)
+    chain("changed", ("a", task("demo.noop")), ("b", task("demo.noop")))
+    run, _ = start_run("changed")
+    clock.sync()
+    claim = claim_attempt(run.attempts.get().pk, "w1")
+    assert claim is not None and claim.run_xmin is not None
+    cancel_run(run.pk)
+    following = checkpoint(claim, {"ok": True}, Usage(), Claimant(worker="w1", queue="default", chain_left=5))
+    assert following is None
+    assert StepAttempt.objects.filter(run=run, state_name="b").count() == 0
+    assert Event.objects.filter(run=run, kind=EventKind.RESULT_DISCARDED).count() == 1
+    assert Run.objects.get(pk=run.pk).status == RunStatus.CANCELLED
+
+
+def test_a_harmless_write_to_the_run_only_costs_the_general_path_once(fast):
+    """Any write to the run row refuses the one statement (it cannot tell a harmless one); the
+    general path checkpoints, and reads the row's new version for the steps after it."""
+    fast(True)
+    chain("bumped", ("a", task("demo.noop")), ("b", task("demo.noop")), ("c", task("demo.noop")))
+    run, _ = start_run("bumped")
+    clock.sync()
+    claim = claim_attempt(run.attempts.get().pk, "w1")
+    Run.objects.filter(pk=run.pk).update(human_wait_seconds=1.5)
+    claimant = Claimant(worker="w1", queue="default", chain_left=5)
+    with CaptureQueriesContext(connection) as general:
+        following = checkpoint(claim, {"ok": True}, Usage(), claimant)
+    assert following is not None and following.attempt.state_name == "b"
+    kinds = [q["sql"].lstrip()[:10] for q in general.captured_queries]
+    tried = kinds.index(ONE_STATEMENT[:10])  # tried once, wrote nothing, then the general path
+    assert kinds.count(ONE_STATEMENT[:10]) == 1 and kinds[tried + 1] == "BEGIN"
+    with CaptureQueriesContext(connection) as quick:
+        last = checkpoint(following, {"ok": True}, Usage(), claimant)
+    assert [q["sql"].lstrip().startswith(ONE_STATEMENT) for q in quick.captured_queries] == [True]
+    assert last is not None and last.attempt.status == AttemptStatus.RUNNING
+    assert Run.objects.get(pk=run.pk).human_wait_seconds == 1.5  # the other write is kept
+
+
+def test_a_step_sends_as_many_bytes_at_the_end_of_a_long_run_as_at_its_start(fast):
+    """50 steps of 20 KB outputs: the context is not rewritten at each step (it was: the run's
+    UPDATE carried the whole context, 1 MB by the end)."""
+    fast(True)
+    big = {"text": "x" * 20_000}
+    chain("long_outputs", *[(f"s{i}", task("test.answer", args={"output": big})) for i in range(50)])
+    run, sent = run_here("long_outputs")
+    assert run.status == RunStatus.SUCCEEDED and run.context["s49"] == big
+    checkpoints = [len(sql) for sql in sent if sql.lstrip().startswith(ONE_STATEMENT)]
+    assert len(checkpoints) == 49
+    assert checkpoints[-1] < checkpoints[0] * 1.1
+    assert max(checkpoints) < 3 * len('{"text": "' + "x" * 20_000)  # the output, and little else
