@@ -9,6 +9,7 @@
 | MAX_RESUMES_PER_STEP | 20 | lost attempts of one step before the step fails as lost |
 | INLINE_CHAIN_LIMIT | 200 | steps a worker runs back to back for one run before going through RQ |
 | FAST_CHECKPOINT | true | PostgreSQL: checkpoint a plain task-to-task step in one statement (fast_checkpoint.py) |
+| FAST_CHECKPOINT_PREPARED | true | prepare that statement once per connection (off behind a pooler that cannot) |
 | LOGIN_MAX_FAILURES | 5 | failed sign-ins for one account from one address before it must wait (accounts.py) |
 | LOGIN_LOCK_SECONDS | 900 | how long those failures count, and how long the wait lasts |
 | COMPENSATION_DEADLINE_SECONDS | 3600 | how long a failing run's saga may take; then what is left is marked |
@@ -49,6 +50,7 @@ DEFAULTS: dict[str, Any] = {
     "MAX_RESUMES_PER_STEP": 20,
     "INLINE_CHAIN_LIMIT": 200,
     "FAST_CHECKPOINT": True,
+    "FAST_CHECKPOINT_PREPARED": True,
     "COMPENSATION_DEADLINE_SECONDS": 3600.0,
     "COMPENSATION_MAX_ATTEMPTS": 5,
     "WORKER_SILENT_SECONDS": 30.0,

@@ -1,6 +1,6 @@
 """The common checkpoint in one statement: a task of the main line succeeded and the next state
-is a task, which this worker takes inline or which goes to its queue (PostgreSQL only;
-everything else takes ``complete_attempt``).
+is a task, which this worker takes inline or which goes to its queue, or the task ends the run
+(PostgreSQL only; everything else takes ``complete_attempt``).
 
 ``complete_attempt`` locks the run, reads it whole, and writes the attempt, the next attempt,
 the run, its context entry and the events in seven round trips. Here the worker already holds
@@ -18,8 +18,15 @@ runs the same runs down both and compares them.
 
 from __future__ import annotations
 
+import json
+import logging
+from datetime import datetime
+from decimal import Decimal
+from functools import cache
 from typing import Any
+from uuid import UUID
 
+import psycopg
 from django.db import DatabaseError, connection, transaction
 from django.db.models import Model
 
@@ -36,6 +43,36 @@ from .lines import input_view
 from .signals import send_on_commit
 
 RUN, ATTEMPT = Run._meta.db_table, StepAttempt._meta.db_table
+logger = logging.getLogger("ratchet.executor")
+
+
+def one_statement_claims() -> bool:
+    return connection.vendor == "postgresql" and bool(ratchet_setting("FAST_CHECKPOINT"))
+
+
+def claim_in_one_statement(attempt: StepAttempt, fields: dict[str, Any], log: EventLog) -> bool:
+    """``transitions.mark_claimed`` in one statement: the compare-and-set and its event."""
+    sets, values = [], []
+    for name, value in fields.items():
+        field = StepAttempt._meta.get_field(name)
+        sets.append(f"{connection.ops.quote_name(field.column)} = %s::{field.db_type(connection)}")
+        values.append(field.get_db_prep_save(value, connection))
+    columns, holders, event_values = _values(log.pending[0], skip=("id", "attempt_id"))
+    sql = f"""
+        WITH claimed AS (
+            UPDATE {ATTEMPT} SET {', '.join(sets)} WHERE id = %s AND status = %s RETURNING id
+        ), events AS (
+            INSERT INTO {Event._meta.db_table} ({', '.join(columns)}, attempt_id)
+            SELECT {', '.join(holders)}, claimed.id FROM claimed
+        )
+        SELECT count(*) FROM claimed
+    """
+    with transaction.atomic(savepoint=True) if connection.in_atomic_block else _autocommit():
+        (claimed,) = _execute_prepared(sql, [*values, attempt.pk, AttemptStatus.SCHEDULED.value, *event_values])
+    if claimed:
+        log.pending[0].attempt_id = attempt.pk
+        send_on_commit(attempt.run_id, log.pending)
+    return bool(claimed)
 
 
 def eligible(claim: Claim) -> bool:
@@ -47,8 +84,10 @@ def eligible(claim: Claim) -> bool:
     if attempt.kind != AttemptKind.STEP or attempt.line_id is not None or claim.run.status != RunStatus.RUNNING:
         return False
     state = claim.state
-    if state.type != "task" or state.gate is not None or state.next is None:
+    if state.type != "task" or state.gate is not None:
         return False
+    if state.next is None:  # the run's last step: it succeeds (a child run tells its parent: not here)
+        return claim.run.parent_id is None
     return claim.definition.state(state.next).type == "task"
 
 
@@ -69,45 +108,70 @@ def checkpoint_one_statement(claim: Claim, output: Any, usage: Usage,
     run, attempt, state, definition = claim.run, claim.attempt, claim.state, claim.definition
     if not _within_budgets(run, claim, usage):
         return False, None
-    following = definition.state(state.next)  # type: ignore[arg-type]
     # The whole context is read only when the next input needs an output (or it is read already).
+    following = definition.state(state.next) if state.next is not None else None
     context: dict[str, Any] | None = None
-    if "_context" in run.__dict__ or definition.reads_outputs(following):
+    if "_context" in run.__dict__ or (following is not None and definition.reads_outputs(following)):
         context = {**run.context, state.context_key: output}
-    seen = context if context is not None else input_view(run, definition, following, None)
     now = clock.now()
-    nxt, inline = build_attempt(
-        run, state_name=following.name, sequence=run.steps_used + 1, queue=following.queue,
-        input=mapped_input(following, seen), claimant=claimant, state=following)
     log = EventLog(run)
     attempt.status, attempt.output, attempt.finished_at = AttemptStatus.SUCCEEDED, output, now
     attempt.tokens, attempt.cost, attempt.lease_expires_at = usage.tokens, usage.cost, None
     log.add(EventKind.STEP_SUCCEEDED, attempt, duration_ms=round((now - attempt.claimed_at).total_seconds() * 1000, 2))
-    log_scheduled(log, nxt, inline)
-    sql, params = _statement(claim, usage, nxt, log.pending)
+    nxt, inline = None, False
+    if following is not None:
+        seen = context if context is not None else input_view(run, definition, following, None)
+        nxt, inline = build_attempt(
+            run, state_name=following.name, sequence=run.steps_used + 1, queue=following.queue,
+            input=mapped_input(following, seen), claimant=claimant, state=following)
+        log_scheduled(log, nxt, inline)
+    else:
+        log.add(EventKind.RUN_SUCCEEDED, state_name=state.name)  # as runstate.succeed_run
     try:
+        sql, params = _statement(claim, usage, nxt, log.pending, output if nxt is None else None, now)
         with transaction.atomic(savepoint=True) if connection.in_atomic_block else _autocommit():
-            with connection.cursor() as cursor:
-                cursor.execute(sql, params)
-                xmin, next_id = cursor.fetchone()
+            xmin, next_id = _execute_prepared(sql, params)
     except DatabaseError:
         return False, None  # the general path meets the same refusal and handles it
-    if next_id is None:
+    except (TypeError, ValueError):
+        logger.warning("the one-statement checkpoint of attempt %s could not be built", attempt.pk, exc_info=True)
+        return False, None
+    if xmin is None:
         return False, None  # the run moved on (or the attempt is no longer ours): read it again
-    run.steps_used += 1
     run.tokens_used += usage.tokens
     run.cost_used += usage.cost
     if context is not None:
         run.__dict__["_context"] = context
-    nxt.pk = next_id
+    if nxt is not None:
+        run.steps_used += 1
+        nxt.pk = next_id
+    else:
+        run.status, run.output, run.finished_at = RunStatus.SUCCEEDED, output, now
     for event in log.pending:
-        event.attempt_id = event.attempt.pk
+        event.attempt_id = event.attempt.pk if event.attempt is not None else None
     send_on_commit(run.pk, log.pending)
+    if nxt is None:
+        return True, None
     if not inline:
         dispatch_on_commit(nxt.pk, nxt.queue)  # at once, unless a caller's transaction is open
         return True, None
     return True, Claim(attempt=nxt, run=run, definition=definition, token=nxt.claim_token,
                        worker=claim.worker, run_xmin=xmin)
+
+
+def _execute_prepared(sql: str, params: list[Any]) -> tuple[Any, ...]:
+    """Run the statement with server-side parameters, prepared once per connection (its text
+    is the same for every step of the same shape, so PostgreSQL plans it once), and logged as
+    Django logs its own statements (tests count them)."""
+    connection.ensure_connection()
+    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
+        prepare = bool(ratchet_setting("FAST_CHECKPOINT_PREPARED"))
+        if connection.queries_logged:
+            with connection.make_debug_cursor(cursor).debug_sql(sql, params, use_last_executed_query=False):
+                cursor.execute(sql, params, prepare=prepare)
+        else:
+            cursor.execute(sql, params, prepare=prepare)
+        return cursor.fetchone()  # type: ignore[return-value]
 
 
 def row_version(run_id: Any) -> str | None:
@@ -131,19 +195,50 @@ class _autocommit:
         return None
 
 
+@cache
+def _fields(model: type[Model], skip: tuple[str, ...]) -> tuple[tuple[Any, str, str], ...]:
+    """(field, quoted column, typed placeholder) of each column of ``model`` but ``skip``."""
+    return tuple((field, connection.ops.quote_name(field.column), f"%s::{field.db_type(connection)}")
+                 for field in model._meta.concrete_fields if field.column not in skip)
+
+
 def _values(obj: Model, skip: tuple[str, ...] = ("id",)) -> tuple[list[str], list[str], list[Any]]:
     """Columns, typed placeholders and values of an unsaved row, prepared by its model's fields."""
-    columns, holders, values = [], [], []
-    for field in obj._meta.concrete_fields:
-        if field.column in skip:
-            continue
-        columns.append(connection.ops.quote_name(field.column))
-        holders.append(f"%s::{field.db_type(connection)}")
-        values.append(field.get_db_prep_save(field.pre_save(obj, True), connection))
-    return columns, holders, values
+    fields = _fields(type(obj), skip)
+    return ([column for _, column, _ in fields], [holder for _, _, holder in fields],
+            [field.get_db_prep_save(field.pre_save(obj, True), connection) for field, _, _ in fields])
 
 
-def _statement(claim: Claim, usage: Usage, nxt: StepAttempt, events: list[Event]) -> tuple[str, list[Any]]:
+def _json_default(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, (UUID, Decimal)):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} in a row")
+
+
+def _rows(objs: list[Model], skip: tuple[str, ...] = ("id",), **override: Any) -> str:
+    """Rows as one JSON array keyed by column, for jsonb_populate_recordset: one parameter for
+    many values (psycopg then reuses its parse of the statement, and PostgreSQL casts each)."""
+    rows = []
+    for obj in objs:
+        row = {column[1:-1]: field.pre_save(obj, True) for field, column, _ in _fields(type(obj), skip)}
+        rows.append({**row, **override.get(str(id(obj)), {})})
+    # ASCII: a lone surrogate stays an escape, which PostgreSQL refuses (the general path then
+    # fails the attempt, as it does for such an output).
+    return json.dumps(rows, default=_json_default, separators=(",", ":"))
+
+
+def _columns(model: type[Model], skip: tuple[str, ...] = ("id",)) -> str:
+    return ", ".join(column for _, column, _ in _fields(model, skip))
+
+
+NEXT = -1  # an event's attempt_id that stands for the attempt this statement inserts
+
+
+def _statement(claim: Claim, usage: Usage, nxt: StepAttempt | None, events: list[Event], output: Any,
+               now: Any) -> tuple[str, list[Any]]:
+    """The statement; with no ``nxt``, the run succeeds with ``output`` at ``now``."""
     run, attempt = claim.run, claim.attempt
     done_fields = ("status", "output", "finished_at", "tokens", "cost", "lease_expires_at")
     done_sets, done_values = [], []
@@ -151,17 +246,21 @@ def _statement(claim: Claim, usage: Usage, nxt: StepAttempt, events: list[Event]
         field = StepAttempt._meta.get_field(name)
         done_sets.append(f"{connection.ops.quote_name(field.column)} = %s::{field.db_type(connection)}")
         done_values.append(field.get_db_prep_save(getattr(attempt, field.attname), connection))
-    entry_columns, entry_holders, entry_values = _values(ContextEntry(
-        run_id=run.pk, key=claim.state.context_key, attempt_id=attempt.pk, value=None))
-    next_columns, next_holders, next_values = _values(nxt)
-    event_columns = _values(events[0], skip=("id", "attempt_id"))[0]
-    event_selects, event_values = [], []
-    for event in events:
-        _, holders, values = _values(event, skip=("id", "attempt_id"))
-        of_next = event.attempt is nxt
-        event_selects.append(f"SELECT {', '.join(holders)}, {'nxt.id' if of_next else '%s::bigint'} "
-                             f"FROM {'nxt' if of_next else 'ok'}")
-        event_values += values if of_next else [*values, attempt.pk]
+    entry = _rows([ContextEntry(run_id=run.pk, key=claim.state.context_key, attempt_id=attempt.pk, value=None)])
+    marks = {str(id(e)): {"attempt_id": NEXT if nxt is not None and e.attempt is nxt else
+                          (e.attempt.pk if e.attempt is not None else None)} for e in events}
+    event_rows = _rows(events, skip=("id",), **marks)
+    if nxt is not None:
+        run_sets, run_values = "steps_used = steps_used + 1", []
+        following = f"""INSERT INTO {ATTEMPT} ({_columns(StepAttempt)})
+            SELECT {_columns(StepAttempt)} FROM jsonb_populate_record(NULL::{ATTEMPT}, %s::jsonb), ok RETURNING id"""
+        next_values = [_rows([nxt])[1:-1]]
+    else:
+        output_field = Run._meta.get_field("output")
+        run_sets = "status = %s, output = %s::jsonb, finished_at = %s::timestamptz"
+        run_values = [RunStatus.SUCCEEDED.value, output_field.get_db_prep_save(output, connection), now]
+        next_values, following = [], "SELECT NULL::bigint AS id"
+    event_columns = _columns(Event, skip=("id", "attempt_id"))
     sql = f"""
         WITH ok AS (
             SELECT r.id FROM {RUN} r
@@ -169,25 +268,27 @@ def _statement(claim: Claim, usage: Usage, nxt: StepAttempt, events: list[Event]
                 SELECT 1 FROM {ATTEMPT} a WHERE a.id = %s AND a.status = %s AND a.claim_token = %s)
             FOR NO KEY UPDATE OF r
         ), run_row AS (
-            UPDATE {RUN} SET steps_used = steps_used + 1, tokens_used = tokens_used + %s,
-                cost_used = cost_used + %s
+            UPDATE {RUN} SET {run_sets}, tokens_used = tokens_used + %s, cost_used = cost_used + %s
             WHERE id = (SELECT id FROM ok) RETURNING xmin::text AS xmin
         ), done AS (
             UPDATE {ATTEMPT} SET {', '.join(done_sets)} WHERE id = %s AND EXISTS (SELECT 1 FROM ok)
         ), entry AS (
-            INSERT INTO {ContextEntry._meta.db_table} ({', '.join(entry_columns)})
-            SELECT {', '.join(entry_holders)} FROM ok
+            INSERT INTO {ContextEntry._meta.db_table} ({_columns(ContextEntry)})
+            SELECT {_columns(ContextEntry)} FROM jsonb_populate_recordset(NULL::{ContextEntry._meta.db_table},
+                                                                            %s::jsonb), ok
         ), nxt AS (
-            INSERT INTO {ATTEMPT} ({', '.join(next_columns)}) SELECT {', '.join(next_holders)} FROM ok RETURNING id
+            {following}
         ), events AS (
-            INSERT INTO {Event._meta.db_table} ({', '.join(event_columns)}, attempt_id)
-            {' UNION ALL '.join(event_selects)}
+            INSERT INTO {Event._meta.db_table} ({event_columns}, attempt_id)
+            SELECT {event_columns}, CASE WHEN e.attempt_id = {NEXT} THEN (SELECT id FROM nxt) ELSE e.attempt_id END
+            FROM ROWS FROM (jsonb_populate_recordset(NULL::{Event._meta.db_table}, %s::jsonb)) WITH ORDINALITY e, ok
+            ORDER BY e.ordinality
         )
         SELECT (SELECT xmin FROM run_row), (SELECT id FROM nxt)
     """
     params = [run.pk, claim.run_xmin, RunStatus.RUNNING.value, attempt.pk, AttemptStatus.RUNNING.value,
-              claim.token, usage.tokens, usage.cost, *done_values, attempt.pk, *entry_values, *next_values,
-              *event_values]
+              claim.token, *run_values, usage.tokens, usage.cost, *done_values, attempt.pk, entry,
+              *next_values, event_rows]
     return sql, params
 
 

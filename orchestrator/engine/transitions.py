@@ -39,7 +39,7 @@ from .definition import definition_for_version
 from .dispatch import dispatch_on_commit
 from .errors import engine_error
 from .eventlog import EventLog
-from .fast_checkpoint import row_version, with_run_version
+from .fast_checkpoint import claim_in_one_statement, one_statement_claims, row_version, with_run_version
 from .lines import is_live, store
 from .model_calls import unreported_usage
 from .ratelimits import conform, limit_for
@@ -81,49 +81,64 @@ def visit_attempts(run: Run, attempt: StepAttempt, *statuses: str) -> int:
 
 
 def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
-    """Compare-and-set scheduled -> running with a lease. None: not ours to run (yet)."""
+    """Compare-and-set scheduled -> running with a lease. None: not ours to run (yet).
+
+    The attempt is read outside a transaction: the claim itself is the compare-and-set, written
+    with its event in one transaction (one statement on PostgreSQL: fast_checkpoint.py)."""
     now = clock.now()
     token = uuid.uuid4()
-    with transaction.atomic():
-        attempt = with_run_version(
-            StepAttempt.objects.select_related("run__version", "line__fork").filter(pk=attempt_id)).first()
-        if attempt is None or attempt.status != AttemptStatus.SCHEDULED:
-            return None
-        early = (attempt.not_before - now).total_seconds() if attempt.not_before else 0.0
-        if 0 < early <= EARLY_SLEEP_SECONDS:
-            # Dispatched a moment before it is due (the dispatching worker's clock runs a little
-            # ahead of this one's): wait for it here, as the job ran anyway.
-            time.sleep(early)
-            now = clock.now()
-        elif early > 0:
-            # Far too early: back on its timer, or nobody would dispatch it until the stale check.
-            StepAttempt.objects.filter(
-                pk=attempt_id, status=AttemptStatus.SCHEDULED, dispatched_at=attempt.dispatched_at,
-            ).update(dispatched_at=None)
-            transaction.on_commit(clock.timers_changed.set)
-            return None
-        definition = definition_for_version(attempt.run.version)
-        state = definition.states.get(attempt.state_name) if attempt.kind == AttemptKind.STEP else None
-        if _held_back(attempt, state):
-            return None
-        now = clock.now()  # a short wait for a rate limit may have passed
-        lease = ratchet_setting("LEASE_SECONDS")
-        fields = {
-            "status": AttemptStatus.RUNNING, "claim_token": token, "worker": worker, "claimed_at": now,
-            "lease_expires_at": now + timedelta(seconds=lease),
-            "timeout_at": now + timedelta(seconds=first_deadline(state)),
-        }
-        claimed = StepAttempt.objects.filter(pk=attempt_id, status=AttemptStatus.SCHEDULED).update(**fields)
-        if not claimed:
-            return None
-        for name, value in fields.items():
-            setattr(attempt, name, value)
-        log = EventLog(attempt.run_id)
-        log.add(EventKind.STEP_CLAIMED, attempt, worker=worker,
-                queue_wait_ms=round((now - attempt.scheduled_at).total_seconds() * 1000, 1))
-        log.flush()
+    # Not the version's document (its definition is cached by content hash): it is large, and a
+    # claim needs none of it. A branch's line is read when the step needs it.
+    found = StepAttempt.objects.select_related("run__version").defer("run__version__definition").filter(
+        pk=attempt_id)
+    attempt = next(iter(with_run_version(found)), None)
+    if attempt is None or attempt.status != AttemptStatus.SCHEDULED:
+        return None
+    early = (attempt.not_before - now).total_seconds() if attempt.not_before else 0.0
+    if 0 < early <= EARLY_SLEEP_SECONDS:
+        # Dispatched a moment before it is due (the dispatching worker's clock runs a little
+        # ahead of this one's): wait for it here, as the job ran anyway.
+        time.sleep(early)
+        now = clock.now()
+    elif early > 0:
+        # Far too early: back on its timer, or nobody would dispatch it until the stale check.
+        StepAttempt.objects.filter(
+            pk=attempt_id, status=AttemptStatus.SCHEDULED, dispatched_at=attempt.dispatched_at,
+        ).update(dispatched_at=None)
+        transaction.on_commit(clock.timers_changed.set)
+        return None
+    definition = definition_for_version(attempt.run.version)
+    state = definition.states.get(attempt.state_name) if attempt.kind == AttemptKind.STEP else None
+    if _held_back(attempt, state):
+        return None
+    now = clock.now()  # a short wait for a rate limit may have passed
+    lease = ratchet_setting("LEASE_SECONDS")
+    fields = {
+        "status": AttemptStatus.RUNNING, "claim_token": token, "worker": worker, "claimed_at": now,
+        "lease_expires_at": now + timedelta(seconds=lease),
+        "timeout_at": now + timedelta(seconds=first_deadline(state)),
+    }
+    scheduled_at = attempt.scheduled_at
+    for name, value in fields.items():
+        setattr(attempt, name, value)
+    log = EventLog(attempt.run_id)
+    log.add(EventKind.STEP_CLAIMED, attempt, worker=worker,
+            queue_wait_ms=round((now - scheduled_at).total_seconds() * 1000, 1))
+    if not mark_claimed(attempt, fields, log):
+        return None
     return Claim(attempt=attempt, run=attempt.run, definition=definition, token=token, worker=worker,
                  run_xmin=getattr(attempt, "run_xmin", None))
+
+
+def mark_claimed(attempt: StepAttempt, fields: dict[str, Any], log: EventLog) -> bool:
+    """Write the claim (``fields``) if the attempt is still scheduled, with its event."""
+    if one_statement_claims():
+        return claim_in_one_statement(attempt, fields, log)
+    with transaction.atomic():
+        if not StepAttempt.objects.filter(pk=attempt.pk, status=AttemptStatus.SCHEDULED).update(**fields):
+            return False
+        log.flush()
+    return True
 
 
 def wait_on(claim: Claim, log: EventLog) -> bool:
@@ -342,13 +357,14 @@ def _put_back(attempt: StepAttempt, wait: float, kind: str, **data: Any) -> None
 
     The wait counts from now, when Redis answered, not from when the claim began: counted from
     an earlier instant the step came back before the breaker half-opened and was put back again."""
-    if StepAttempt.objects.filter(pk=attempt.pk, status=AttemptStatus.SCHEDULED).update(
-        not_before=clock.now() + timedelta(seconds=wait), dispatched_at=None,
-    ):
-        log = EventLog(attempt.run_id)
-        log.add(kind, attempt, wait_ms=round(wait * 1000, 1), **data)
-        log.flush()
-        transaction.on_commit(clock.timers_changed.set)
+    with transaction.atomic():
+        if StepAttempt.objects.filter(pk=attempt.pk, status=AttemptStatus.SCHEDULED).update(
+            not_before=clock.now() + timedelta(seconds=wait), dispatched_at=None,
+        ):
+            log = EventLog(attempt.run_id)
+            log.add(kind, attempt, wait_ms=round(wait * 1000, 1), **data)
+            log.flush()
+            transaction.on_commit(clock.timers_changed.set)
 
 
 def recover_lost(attempt_id: int, now: Any = None) -> bool:
