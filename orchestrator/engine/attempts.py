@@ -52,6 +52,20 @@ class AttemptBatch:
         self.attempts = []
 
 
+def claim_fields(worker: str, state: State | None, now: Any) -> dict[str, Any]:
+    """What a claim writes on an attempt: running, a fresh token, this worker, a full lease."""
+    return {
+        "status": AttemptStatus.RUNNING, "claim_token": uuid.uuid4(), "worker": worker, "claimed_at": now,
+        "lease_expires_at": now + timedelta(seconds=ratchet_setting("LEASE_SECONDS")),
+        "timeout_at": now + timedelta(seconds=first_deadline(state)),
+    }
+
+
+def may_claim_inline(state: State | None) -> bool:
+    """Nothing to check at claim time: no rate limit, no circuit breaker, no guarded tools."""
+    return limit_for(state) is None and breaker_for(state) is None and not has_guarded_tools(state)
+
+
 def build_attempt(
     run: Run,
     *,
@@ -79,16 +93,10 @@ def build_attempt(
         branch_path=branch_path, line=line,
     )
     # A rate-limited or breaker-guarded step goes through claim_attempt, where those are checked.
-    inline = (claimant is not None and not_before is None and claimant.may_take(queue)
-              and limit_for(state) is None and breaker_for(state) is None and not has_guarded_tools(state))
+    inline = claimant is not None and not_before is None and claimant.may_take(queue) and may_claim_inline(state)
     if inline:
-        lease = ratchet_setting("LEASE_SECONDS")
-        attempt.status = AttemptStatus.RUNNING
-        attempt.claim_token = uuid.uuid4()
-        attempt.worker = claimant.worker
-        attempt.claimed_at = now
-        attempt.lease_expires_at = now + timedelta(seconds=lease)
-        attempt.timeout_at = now + timedelta(seconds=first_deadline(state))
+        for name, value in claim_fields(claimant.worker, state, now).items():  # type: ignore[union-attr]
+            setattr(attempt, name, value)
     elif not_before is None:
         attempt.dispatched_at = now
         attempt.dispatch_count = 1

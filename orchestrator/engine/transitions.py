@@ -9,7 +9,6 @@ its own (fencing by claim token).
 from __future__ import annotations
 
 import time
-import uuid
 from datetime import timedelta
 from typing import Any
 
@@ -31,7 +30,7 @@ from ..models import (
     StepAttempt,
 )
 from . import clock
-from .attempts import first_deadline, retry_attempt
+from .attempts import claim_fields, retry_attempt
 from .breakers import admit, breaker_for
 from .budgets import limits
 from .claims import Claim, Claimant, Usage
@@ -86,7 +85,6 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
     The attempt is read outside a transaction: the claim itself is the compare-and-set, written
     with its event in one transaction (one statement on PostgreSQL: fast_checkpoint.py)."""
     now = clock.now()
-    token = uuid.uuid4()
     # Not the version's document (its definition is cached by content hash): it is large, and a
     # claim needs none of it. A branch's line is read when the step needs it.
     found = StepAttempt.objects.select_related("run__version").defer("run__version__definition").filter(
@@ -112,12 +110,8 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
     if _held_back(attempt, state):
         return None
     now = clock.now()  # a short wait for a rate limit may have passed
-    lease = ratchet_setting("LEASE_SECONDS")
-    fields = {
-        "status": AttemptStatus.RUNNING, "claim_token": token, "worker": worker, "claimed_at": now,
-        "lease_expires_at": now + timedelta(seconds=lease),
-        "timeout_at": now + timedelta(seconds=first_deadline(state)),
-    }
+    fields = claim_fields(worker, state, now)
+    token = fields["claim_token"]
     scheduled_at = attempt.scheduled_at
     for name, value in fields.items():
         setattr(attempt, name, value)
