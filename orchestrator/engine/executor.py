@@ -30,6 +30,7 @@ from .claims import Claim, Claimant, Usage
 from .context import StepContext
 from .effects import resolve_compensation
 from .errors import Cancelled, ContractViolation, EffectUncertain, StepTimeout, engine_error, error_payload
+from .fast_branch import end_branch, ends_a_branch
 from .fast_checkpoint import checkpoint_one_statement, eligible
 from .lease import lease_keeper
 from .reconnect import with_db_retry
@@ -160,6 +161,8 @@ def checkpoint(claim: Claim, output: Any, usage: Usage, claimant: Claimant | Non
         taken, following = checkpoint_one_statement(claim, output, usage, claimant)
         if taken:
             return following
+    elif ends_a_branch(claim) and end_branch(claim, output, usage):
+        return None
     try:
         return with_db_retry(lambda: complete_attempt(claim, output, usage, claimant))
     except (DataError, IntegrityError) as exc:

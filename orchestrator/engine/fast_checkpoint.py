@@ -68,7 +68,7 @@ def claim_in_one_statement(attempt: StepAttempt, fields: dict[str, Any], log: Ev
         SELECT count(*) FROM claimed
     """
     with transaction.atomic(savepoint=True) if connection.in_atomic_block else _autocommit():
-        (claimed,) = _execute_prepared(sql, [*values, attempt.pk, AttemptStatus.SCHEDULED.value, *event_values])
+        (claimed,) = execute_prepared(sql, [*values, attempt.pk, AttemptStatus.SCHEDULED.value, *event_values])
     if claimed:
         log.pending[0].attempt_id = attempt.pk
         send_on_commit(attempt.run_id, log.pending)
@@ -91,7 +91,7 @@ def eligible(claim: Claim) -> bool:
     return claim.definition.state(state.next).type == "task"
 
 
-def _within_budgets(run: Run, claim: Claim, usage: Usage) -> bool:
+def within_budgets(run: Run, claim: Claim, usage: Usage) -> bool:
     """Would the general path stop here (a budget used up)? Then it is the one to say so."""
     budgets = limits(claim.definition, run)
     if budgets.max_steps is not None and run.steps_used >= budgets.max_steps:
@@ -106,7 +106,7 @@ def checkpoint_one_statement(claim: Claim, output: Any, usage: Usage,
     """(True, the next claim if this worker took it) when checkpointed here; (False, None) when
     the general path must."""
     run, attempt, state, definition = claim.run, claim.attempt, claim.state, claim.definition
-    if not _within_budgets(run, claim, usage):
+    if not within_budgets(run, claim, usage):
         return False, None
     # The whole context is read only when the next input needs an output (or it is read already).
     following = definition.state(state.next) if state.next is not None else None
@@ -130,7 +130,7 @@ def checkpoint_one_statement(claim: Claim, output: Any, usage: Usage,
     try:
         sql, params = _statement(claim, usage, nxt, log.pending, output if nxt is None else None, now)
         with transaction.atomic(savepoint=True) if connection.in_atomic_block else _autocommit():
-            xmin, next_id = _execute_prepared(sql, params)
+            xmin, next_id = execute_prepared(sql, params)
     except DatabaseError:
         return False, None  # the general path meets the same refusal and handles it
     except (TypeError, ValueError):
@@ -159,7 +159,7 @@ def checkpoint_one_statement(claim: Claim, output: Any, usage: Usage,
                        worker=claim.worker, run_xmin=xmin)
 
 
-def _execute_prepared(sql: str, params: list[Any]) -> tuple[Any, ...]:
+def execute_prepared(sql: str, params: list[Any]) -> tuple[Any, ...]:
     """Run the statement with server-side parameters, prepared once per connection (its text
     is the same for every step of the same shape, so PostgreSQL plans it once), and logged as
     Django logs its own statements (tests count them)."""
@@ -217,7 +217,7 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} in a row")
 
 
-def _rows(objs: list[Model], skip: tuple[str, ...] = ("id",), **override: Any) -> str:
+def rows_json(objs: list[Model], skip: tuple[str, ...] = ("id",), **override: Any) -> str:
     """Rows as one JSON array keyed by column, for jsonb_populate_recordset: one parameter for
     many values (psycopg then reuses its parse of the statement, and PostgreSQL casts each)."""
     rows = []
@@ -229,7 +229,7 @@ def _rows(objs: list[Model], skip: tuple[str, ...] = ("id",), **override: Any) -
     return json.dumps(rows, default=_json_default, separators=(",", ":"))
 
 
-def _columns(model: type[Model], skip: tuple[str, ...] = ("id",)) -> str:
+def columns_of(model: type[Model], skip: tuple[str, ...] = ("id",)) -> str:
     return ", ".join(column for _, column, _ in _fields(model, skip))
 
 
@@ -246,21 +246,21 @@ def _statement(claim: Claim, usage: Usage, nxt: StepAttempt | None, events: list
         field = StepAttempt._meta.get_field(name)
         done_sets.append(f"{connection.ops.quote_name(field.column)} = %s::{field.db_type(connection)}")
         done_values.append(field.get_db_prep_save(getattr(attempt, field.attname), connection))
-    entry = _rows([ContextEntry(run_id=run.pk, key=claim.state.context_key, attempt_id=attempt.pk, value=None)])
+    entry = rows_json([ContextEntry(run_id=run.pk, key=claim.state.context_key, attempt_id=attempt.pk, value=None)])
     marks = {str(id(e)): {"attempt_id": NEXT if nxt is not None and e.attempt is nxt else
                           (e.attempt.pk if e.attempt is not None else None)} for e in events}
-    event_rows = _rows(events, skip=("id",), **marks)
+    event_rows = rows_json(events, skip=("id",), **marks)
     if nxt is not None:
         run_sets, run_values = "steps_used = steps_used + 1", []
-        following = f"""INSERT INTO {ATTEMPT} ({_columns(StepAttempt)})
-            SELECT {_columns(StepAttempt)} FROM jsonb_populate_record(NULL::{ATTEMPT}, %s::jsonb), ok RETURNING id"""
-        next_values = [_rows([nxt])[1:-1]]
+        following = f"""INSERT INTO {ATTEMPT} ({columns_of(StepAttempt)})
+            SELECT {columns_of(StepAttempt)} FROM jsonb_populate_record(NULL::{ATTEMPT}, %s::jsonb), ok RETURNING id"""
+        next_values = [rows_json([nxt])[1:-1]]
     else:
         output_field = Run._meta.get_field("output")
         run_sets = "status = %s, output = %s::jsonb, finished_at = %s::timestamptz"
         run_values = [RunStatus.SUCCEEDED.value, output_field.get_db_prep_save(output, connection), now]
         next_values, following = [], "SELECT NULL::bigint AS id"
-    event_columns = _columns(Event, skip=("id", "attempt_id"))
+    event_columns = columns_of(Event, skip=("id", "attempt_id"))
     sql = f"""
         WITH ok AS (
             SELECT r.id FROM {RUN} r
@@ -273,8 +273,8 @@ def _statement(claim: Claim, usage: Usage, nxt: StepAttempt | None, events: list
         ), done AS (
             UPDATE {ATTEMPT} SET {', '.join(done_sets)} WHERE id = %s AND EXISTS (SELECT 1 FROM ok)
         ), entry AS (
-            INSERT INTO {ContextEntry._meta.db_table} ({_columns(ContextEntry)})
-            SELECT {_columns(ContextEntry)} FROM jsonb_populate_recordset(NULL::{ContextEntry._meta.db_table},
+            INSERT INTO {ContextEntry._meta.db_table} ({columns_of(ContextEntry)})
+            SELECT {columns_of(ContextEntry)} FROM jsonb_populate_recordset(NULL::{ContextEntry._meta.db_table},
                                                                             %s::jsonb), ok
         ), nxt AS (
             {following}

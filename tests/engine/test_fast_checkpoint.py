@@ -17,7 +17,8 @@ from orchestrator.engine.claims import Claimant, Usage
 from orchestrator.engine.executor import checkpoint, run_attempt
 from orchestrator.engine.runs import cancel_run, start_run
 from orchestrator.engine.transitions import claim_attempt
-from orchestrator.models import AttemptStatus, Event, EventKind, Run, RunStatus, StepAttempt
+from orchestrator.engine.workflows import publish
+from orchestrator.models import AttemptStatus, Event, EventKind, Fork, Run, RunStatus, StepAttempt
 
 from ..workflows import chain, task
 
@@ -132,7 +133,7 @@ def test_a_step_writes_as_many_bytes_at_the_end_of_a_long_run_as_at_its_start(fa
     big = {"text": secrets.token_hex(10_000)}
     chain("long_outputs", *[(f"s{i}", task("test.answer", args={"output": big})) for i in range(50)])
     written: list[int] = []
-    one_statement = fast_checkpoint._execute_prepared
+    one_statement = fast_checkpoint.execute_prepared
 
     def measured(sql: str, params: list[Any]) -> tuple[Any, ...]:
         if not sql.lstrip().startswith(ONE_STATEMENT):
@@ -145,9 +146,71 @@ def test_a_step_writes_as_many_bytes_at_the_end_of_a_long_run_as_at_its_start(fa
             written.append(int(cursor.fetchone()[0]))
         return result
 
-    monkeypatch.setattr(fast_checkpoint, "_execute_prepared", measured)
+    monkeypatch.setattr(fast_checkpoint, "execute_prepared", measured)
     run, _ = run_here("long_outputs")
     assert run.status == RunStatus.SUCCEEDED and run.context["s49"] == big and len(written) == 50
     first, last = statistics.median(written[:10]), statistics.median(written[-10:])
     assert last < first * 1.5, (first, last)
     assert last < 3 * len(big["text"]), last  # the output once, and little else
+
+
+def fan_out(name: str, branches: int) -> str:
+    publish({"name": name, "start_at": "fan", "states": {
+        "fan": {"type": "parallel", "next": "after", "branches": {
+            f"b{i}": {"start_at": f"w{i}", "states": {
+                f"w{i}": task("test.answer", args={"output": {"n": i}}, next=f"x{i}"),
+                f"x{i}": task("test.usage", args={"tokens": 10}, end=True)}}
+            for i in range(branches)}},
+        "after": task("demo.noop", end=True)}})
+    return name
+
+
+def branch_rows(run: Run) -> dict[str, Any]:
+    return {**rows(run),
+            "lines": [(x.path, x.status, x.output, x.context) for x in run.lines.order_by("path")],
+            "forks": [(f.path, f.status, f.done, f.failed, f.needed) for f in run.forks.order_by("path")]}
+
+
+def test_a_fan_out_leaves_the_same_rows_down_both_paths(fast):
+    """Every branch but the one that completes the join ends in one statement; the last joins
+    through the general path. Run in one process, so the branches end in the same order."""
+    fast(True)
+    quick, quick_sql = run_here(fan_out("fan_parity", 5))
+    fast(False)
+    general, general_sql = run_here("fan_parity")
+    # Tried for each of the 5 branches' ends; the 5th would join, so it wrote nothing there.
+    assert sum(sql.lstrip().startswith("WITH gate") for sql in quick_sql) == 5
+    assert not any(sql.lstrip().startswith("WITH gate") for sql in general_sql)
+    assert quick.status == RunStatus.SUCCEEDED and quick.tokens_used == 50
+    assert branch_rows(quick) == branch_rows(general)
+
+
+def test_a_branch_of_a_run_cancelled_meanwhile_is_not_ended_by_the_one_statement(fast):
+    """Claimed, then the run is cancelled: the statement's gate finds the run and the branch
+    stopped and writes nothing; the general path discards the result."""
+    fast(True)
+    run, _ = start_run(fan_out("fan_cancel", 3))
+    clock.sync()
+    claimant = Claimant(worker="w1", queue="default", chain_left=5)
+    following = checkpoint(claim_attempt(run.attempts.get(state_name="w0").pk, "w1"), {"n": 0}, Usage(), claimant)
+    assert following is not None and following.attempt.state_name == "x0"
+    cancel_run(run.pk)
+    with CaptureQueriesContext(connection) as sent:
+        assert checkpoint(following, {}, Usage(), claimant) is None
+    assert [q["sql"].lstrip()[:9] for q in sent.captured_queries].count("WITH gate") == 1
+    assert Event.objects.filter(run=run, kind=EventKind.RESULT_DISCARDED).count() == 1
+    assert not run.lines.filter(status="succeeded").exists() and Fork.objects.get(run=run).done == 0
+
+
+def test_branches_that_spend_past_the_run_s_token_budget_fail_it(fast):
+    """Branches charge the run's totals, which every branch moves: with a token budget, a branch
+    that spends ends through the general path, which charges the locked row and stops the run."""
+    fast(True)
+    publish({"name": "fan_budget", "start_at": "fan", "budgets": {"max_tokens": 25}, "states": {
+        "fan": {"type": "parallel", "end": True, "branches": {
+            f"b{i}": {"start_at": f"w{i}", "states": {f"w{i}": task("test.usage", args={"tokens": 10}, end=True)}}
+            for i in range(4)}}}})
+    run, sent = run_here("fan_budget")
+    assert run.status == RunStatus.FAILED and run.failure_mode == "cost_explosion"
+    assert run.tokens_used == 30  # the third branch broke it; the fourth never ran
+    assert not any(sql.lstrip().startswith("WITH gate") for sql in sent)
