@@ -290,10 +290,3 @@ def _statement(claim: Claim, usage: Usage, nxt: StepAttempt | None, events: list
               claim.token, *run_values, usage.tokens, usage.cost, *done_values, attempt.pk, entry,
               *next_values, event_rows]
     return sql, params
-
-
-def with_run_version(attempts: Any) -> Any:
-    """Attempts (joined to their run) with the run row's version as ``run_xmin`` (PostgreSQL)."""
-    if connection.vendor != "postgresql" or not ratchet_setting("FAST_CHECKPOINT"):
-        return attempts
-    return attempts.extra(select={"run_xmin": f'"{RUN}"."xmin"::text'})

@@ -33,12 +33,13 @@ from . import clock
 from .attempts import claim_fields, retry_attempt
 from .breakers import admit, breaker_for
 from .budgets import limits
+from .claim_read import read_for_claim
 from .claims import Claim, Claimant, Usage
 from .definition import definition_for_version
 from .dispatch import dispatch_on_commit
 from .errors import engine_error
 from .eventlog import EventLog
-from .fast_checkpoint import claim_in_one_statement, one_statement_claims, row_version, with_run_version
+from .fast_checkpoint import claim_in_one_statement, one_statement_claims, row_version
 from .lines import is_live, store
 from .model_calls import unreported_usage
 from .ratelimits import conform, limit_for
@@ -85,11 +86,13 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
     The attempt is read outside a transaction: the claim itself is the compare-and-set, written
     with its event in one transaction (one statement on PostgreSQL: fast_checkpoint.py)."""
     now = clock.now()
-    # Not the version's document (its definition is cached by content hash): it is large, and a
-    # claim needs none of it. A branch's line is read when the step needs it.
-    found = StepAttempt.objects.select_related("run__version").defer("run__version__definition").filter(
-        pk=attempt_id)
-    attempt = next(iter(with_run_version(found)), None)
+    if one_statement_claims():
+        attempt = read_for_claim(attempt_id)
+    else:
+        # Not the version's document (its definition is cached by content hash): it is large,
+        # and a claim needs none of it. A branch's line is read when the step needs it.
+        found = StepAttempt.objects.select_related("run__version").defer("run__version__definition")
+        attempt = found.filter(pk=attempt_id).first()
     if attempt is None or attempt.status != AttemptStatus.SCHEDULED:
         return None
     early = (attempt.not_before - now).total_seconds() if attempt.not_before else 0.0
