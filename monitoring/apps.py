@@ -7,6 +7,7 @@ class MonitoringConfig(AppConfig):
     def ready(self) -> None:
         from orchestrator.engine.signals import swept
 
+        from . import api  # noqa: F401 (the KPI endpoint, on the project's API: orchestrator/api)
         from .bulk import resume_stalled
         from .rollups import roll_up_after_sweep
 

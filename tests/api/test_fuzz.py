@@ -79,13 +79,13 @@ def test_every_operation_answers_as_its_document_says(api_schema, everyone):
 
 
 def broken_listing(monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator.api import workflows
+    from designer import api as workflows
 
     monkeypatch.setattr(workflows, "_workflow_out", lambda workflow: {"name": workflow.name})
 
 
 def undocumented_status(monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator.api import workflows
+    from designer import api as workflows
     from orchestrator.api.core import ApiError
 
     def gone(name: str) -> None:
@@ -95,7 +95,7 @@ def undocumented_status(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def undocumented_content_type(monkeypatch: pytest.MonkeyPatch) -> None:
-    from orchestrator.api import workflows
+    from designer import api as workflows
 
     monkeypatch.setattr(workflows, "EXPORT_TYPES", {"yaml": "text/plain", "json": "text/plain"})
 

@@ -14,11 +14,11 @@ from django.http import HttpRequest
 from django.utils import timezone
 from ninja import Field, Query, Schema
 
-from monitoring.kpis import KpiPoint, KpiReport, StateLatency, change, kpi_report, kpi_report_and_series, state_latency
-from monitoring.views.dashboards import read_filters
+from orchestrator.api.core import ApiError, api, refusals, require
+from orchestrator.models import WorkflowVersion
 
-from ..models import WorkflowVersion
-from .core import ApiError, api, refusals, require
+from .kpis import KpiPoint, KpiReport, StateLatency, change, kpi_report, kpi_report_and_series, state_latency
+from .views.dashboards import read_filters
 
 # The figures whose change against the window before the dashboard's tiles show.
 COMPARED = ("completion_rate", "latency_p50", "latency_p95", "resume_success_rate", "duplicate_effect_rate",

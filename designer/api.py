@@ -15,18 +15,15 @@ from typing import Any, TypeVar
 from django.http import HttpRequest, HttpResponse
 from ninja import Query, Status
 
-from designer import drafts, source
-from designer.diff import MISSING, FieldChange, diff
-from designer.edits import NAME, EditError
-from designer.models import Draft
+from orchestrator.api.core import ApiError, api, error, refusals, require
 from orchestrator.engine.errors import DefinitionError
 from orchestrator.engine.validator import Finding, validate
 from orchestrator.engine.workflows import export as export_definition
 from orchestrator.engine.workflows import publish as publish_definition
+from orchestrator.models import Workflow, WorkflowVersion
 
-from ..models import Workflow, WorkflowVersion
-from .core import ApiError, api, error, refusals, require
-from .workflow_schemas import (
+from . import drafts, source
+from .api_schemas import (
     DefinitionIn,
     DiffOut,
     DiffQuery,
@@ -41,6 +38,9 @@ from .workflow_schemas import (
     WorkflowDetail,
     WorkflowOut,
 )
+from .diff import MISSING, FieldChange, diff
+from .edits import NAME, EditError
+from .models import Draft
 
 T = TypeVar("T")
 
