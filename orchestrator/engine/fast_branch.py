@@ -23,7 +23,6 @@ from ..conf import ratchet_setting
 from ..models import (
     AttemptKind,
     AttemptStatus,
-    Event,
     EventKind,
     Fork,
     ForkStatus,
@@ -32,14 +31,13 @@ from ..models import (
     RunStatus,
     StepAttempt,
 )
-from . import clock
 from .budgets import limits
 from .claims import Claim, Usage
 from .eventlog import EventLog
-from .fast_checkpoint import ATTEMPT, RUN, columns_of, execute_prepared, rows_json
+from .fast_checkpoint import ATTEMPT, RUN, attempt_done, execute_prepared, insert_events, rows_json, succeeded
 from .signals import send_on_commit
 
-LINE, FORK, EVENT = Line._meta.db_table, Fork._meta.db_table, Event._meta.db_table
+LINE, FORK = Line._meta.db_table, Fork._meta.db_table
 
 
 def ends_a_branch(claim: Claim) -> bool:
@@ -59,15 +57,12 @@ def end_branch(claim: Claim, output: Any, usage: Usage) -> bool:
     budgets = limits(claim.definition, run)
     if (usage.tokens or usage.cost) and (budgets.max_tokens is not None or budgets.max_cost is not None):
         return False  # the run's totals move with every branch: the general path charges the locked row
-    now = clock.now()
     log = EventLog(run)
-    attempt.status, attempt.output, attempt.finished_at = AttemptStatus.SUCCEEDED, output, now
-    attempt.tokens, attempt.cost, attempt.lease_expires_at = usage.tokens, usage.cost, None
-    log.add(EventKind.STEP_SUCCEEDED, attempt, duration_ms=round((now - attempt.claimed_at).total_seconds() * 1000, 2))
+    now = succeeded(attempt, output, usage, log)
+    done_sets, done_values = attempt_done(attempt)
     log.add(EventKind.BRANCH_FINISHED, state_name=state.name, branch=attempt.branch_path, outcome="succeeded")
-    output_field = StepAttempt._meta.get_field("output")
-    stored = output_field.get_db_prep_save(output, connection)
-    events = rows_json(log.pending, skip=("id",), **{
+    stored = StepAttempt._meta.get_field("output").get_db_prep_save(output, connection)
+    events = rows_json(log.pending, **{
         str(id(e)): {"attempt_id": e.attempt.pk if e.attempt is not None else None} for e in log.pending})
     sql = f"""
         WITH gate AS (
@@ -76,9 +71,7 @@ def end_branch(claim: Claim, output: Any, usage: Usage) -> bool:
               AND l.id = a.line_id AND l.status = %s AND f.id = l.fork_id AND f.status = %s
               AND f.kind = %s AND f.done + 1 < f.needed
         ), done AS (
-            UPDATE {ATTEMPT} SET status = %s, output = %s::jsonb, finished_at = %s::timestamptz,
-                tokens = %s::bigint, cost = %s::numeric, lease_expires_at = NULL
-            WHERE id = %s AND EXISTS (SELECT 1 FROM gate)
+            UPDATE {ATTEMPT} SET {done_sets} WHERE id = %s AND EXISTS (SELECT 1 FROM gate)
         ), line_row AS (
             UPDATE {LINE} SET status = %s, output = %s::jsonb, finished_at = %s::timestamptz,
                 context = context || jsonb_build_object(%s::text, %s::jsonb)
@@ -89,17 +82,12 @@ def end_branch(claim: Claim, output: Any, usage: Usage) -> bool:
         ), run_row AS (
             UPDATE {RUN} SET tokens_used = tokens_used + %s, cost_used = cost_used + %s
             WHERE id = %s AND EXISTS (SELECT 1 FROM gate)
-        ), events AS (
-            INSERT INTO {EVENT} ({columns_of(Event, skip=("id",))})
-            SELECT {columns_of(Event, skip=("id",))}
-            FROM ROWS FROM (jsonb_populate_recordset(NULL::{EVENT}, %s::jsonb)) WITH ORDINALITY e, gate
-            ORDER BY e.ordinality
-        )
+        ), events AS ({insert_events("gate")})
         SELECT count(*) FROM gate
     """
     params = [run.pk, RunStatus.RUNNING.value, attempt.pk, AttemptStatus.RUNNING.value, claim.token,
               LineStatus.RUNNING.value, ForkStatus.OPEN.value, "parallel",
-              AttemptStatus.SUCCEEDED.value, stored, now, usage.tokens, usage.cost, attempt.pk,
+              *done_values, attempt.pk,
               LineStatus.SUCCEEDED.value, stored, now, state.context_key, stored, attempt.line_id,
               attempt.line_id, usage.tokens, usage.cost, run.pk, events]
     try:

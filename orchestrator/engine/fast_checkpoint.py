@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+from contextlib import nullcontext
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
@@ -52,23 +53,16 @@ def one_statement_claims() -> bool:
 
 def claim_in_one_statement(attempt: StepAttempt, fields: dict[str, Any], log: EventLog) -> bool:
     """``transitions.mark_claimed`` in one statement: the compare-and-set and its event."""
-    sets, values = [], []
-    for name, value in fields.items():
-        field = StepAttempt._meta.get_field(name)
-        sets.append(f"{connection.ops.quote_name(field.column)} = %s::{field.db_type(connection)}")
-        values.append(field.get_db_prep_save(value, connection))
-    columns, holders, event_values = _values(log.pending[0], skip=("id", "attempt_id"))
+    sets, values = set_clause(StepAttempt, fields)
     sql = f"""
         WITH claimed AS (
-            UPDATE {ATTEMPT} SET {', '.join(sets)} WHERE id = %s AND status = %s RETURNING id
-        ), events AS (
-            INSERT INTO {Event._meta.db_table} ({', '.join(columns)}, attempt_id)
-            SELECT {', '.join(holders)}, claimed.id FROM claimed
-        )
+            UPDATE {ATTEMPT} SET {sets} WHERE id = %s AND status = %s RETURNING id
+        ), events AS ({insert_events("claimed", "claimed.id")})
         SELECT count(*) FROM claimed
     """
-    with transaction.atomic(savepoint=True) if connection.in_atomic_block else _autocommit():
-        (claimed,) = execute_prepared(sql, [*values, attempt.pk, AttemptStatus.SCHEDULED.value, *event_values])
+    with in_transaction():
+        (claimed,) = execute_prepared(sql, [*values, attempt.pk, AttemptStatus.SCHEDULED.value,
+                                            rows_json(log.pending)])
     if claimed:
         log.pending[0].attempt_id = attempt.pk
         send_on_commit(attempt.run_id, log.pending)
@@ -113,11 +107,8 @@ def checkpoint_one_statement(claim: Claim, output: Any, usage: Usage,
     context: dict[str, Any] | None = None
     if "_context" in run.__dict__ or (following is not None and definition.reads_outputs(following)):
         context = {**run.context, state.context_key: output}
-    now = clock.now()
     log = EventLog(run)
-    attempt.status, attempt.output, attempt.finished_at = AttemptStatus.SUCCEEDED, output, now
-    attempt.tokens, attempt.cost, attempt.lease_expires_at = usage.tokens, usage.cost, None
-    log.add(EventKind.STEP_SUCCEEDED, attempt, duration_ms=round((now - attempt.claimed_at).total_seconds() * 1000, 2))
+    now = succeeded(attempt, output, usage, log)
     nxt, inline = None, False
     if following is not None:
         seen = context if context is not None else input_view(run, definition, following, None)
@@ -129,7 +120,7 @@ def checkpoint_one_statement(claim: Claim, output: Any, usage: Usage,
         log.add(EventKind.RUN_SUCCEEDED, state_name=state.name)  # as runstate.succeed_run
     try:
         sql, params = _statement(claim, usage, nxt, log.pending, output if nxt is None else None, now)
-        with transaction.atomic(savepoint=True) if connection.in_atomic_block else _autocommit():
+        with in_transaction():
             xmin, next_id = execute_prepared(sql, params)
     except DatabaseError:
         return False, None  # the general path meets the same refusal and handles it
@@ -185,28 +176,54 @@ def row_version(run_id: Any) -> str | None:
     return row[0] if row else None
 
 
-class _autocommit:
-    """No transaction block: the one statement commits on its own."""
-
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
+def in_transaction() -> Any:
+    """Inside a caller's transaction (tests, mostly), a savepoint; else nothing: the one
+    statement commits on its own."""
+    return transaction.atomic(savepoint=True) if connection.in_atomic_block else nullcontext()
 
 
 @cache
-def _fields(model: type[Model], skip: tuple[str, ...]) -> tuple[tuple[Any, str, str], ...]:
-    """(field, quoted column, typed placeholder) of each column of ``model`` but ``skip``."""
-    return tuple((field, connection.ops.quote_name(field.column), f"%s::{field.db_type(connection)}")
+def _fields(model: type[Model], skip: tuple[str, ...]) -> tuple[tuple[Any, str], ...]:
+    """(field, quoted column) of each column of ``model`` but ``skip``."""
+    return tuple((field, connection.ops.quote_name(field.column))
                  for field in model._meta.concrete_fields if field.column not in skip)
 
 
-def _values(obj: Model, skip: tuple[str, ...] = ("id",)) -> tuple[list[str], list[str], list[Any]]:
-    """Columns, typed placeholders and values of an unsaved row, prepared by its model's fields."""
-    fields = _fields(type(obj), skip)
-    return ([column for _, column, _ in fields], [holder for _, _, holder in fields],
-            [field.get_db_prep_save(field.pre_save(obj, True), connection) for field, _, _ in fields])
+def set_clause(model: type[Model], values: dict[str, Any]) -> tuple[str, list[Any]]:
+    """``column = %s::type, ...`` of an UPDATE of these fields, and their values prepared by them."""
+    sets, prepared = [], []
+    for name, value in values.items():
+        field = model._meta.get_field(name)
+        sets.append(f"{connection.ops.quote_name(field.column)} = %s::{field.db_type(connection)}")
+        prepared.append(field.get_db_prep_save(value, connection))
+    return ", ".join(sets), prepared
+
+
+def succeeded(attempt: StepAttempt, output: Any, usage: Usage, log: EventLog) -> Any:
+    """The claimed attempt succeeded with ``output`` (in memory; the statement writes it) and its
+    event is logged, as ``complete_attempt`` and ``after_success`` do. Returns the time."""
+    now = clock.now()
+    attempt.status, attempt.output, attempt.finished_at = AttemptStatus.SUCCEEDED, output, now
+    attempt.tokens, attempt.cost, attempt.lease_expires_at = usage.tokens, usage.cost, None
+    log.add(EventKind.STEP_SUCCEEDED, attempt, duration_ms=round((now - attempt.claimed_at).total_seconds() * 1000, 2))
+    return now
+
+
+def attempt_done(attempt: StepAttempt) -> tuple[str, list[Any]]:
+    """The SET clause that records a succeeded attempt (see ``succeeded``)."""
+    return set_clause(StepAttempt, {name: getattr(attempt, name) for name in (
+        "status", "output", "finished_at", "tokens", "cost", "lease_expires_at")})
+
+
+def insert_events(source: str, attempt_id: str = "e.attempt_id") -> str:
+    """An INSERT of the events of one JSON parameter (``rows_json``), in their order, once per
+    row of the CTE ``source`` (none when it has none); ``attempt_id``: the SQL of their attempt."""
+    columns = columns_of(Event, skip=("id", "attempt_id"))
+    return f"""INSERT INTO {Event._meta.db_table} ({columns}, attempt_id)
+            SELECT {columns}, {attempt_id}
+            FROM ROWS FROM (jsonb_populate_recordset(NULL::{Event._meta.db_table}, %s::jsonb)) WITH ORDINALITY e,
+                 {source}
+            ORDER BY e.ordinality"""
 
 
 def _json_default(value: Any) -> Any:
@@ -222,7 +239,7 @@ def rows_json(objs: list[Model], skip: tuple[str, ...] = ("id",), **override: An
     many values (psycopg then reuses its parse of the statement, and PostgreSQL casts each)."""
     rows = []
     for obj in objs:
-        row = {column[1:-1]: field.pre_save(obj, True) for field, column, _ in _fields(type(obj), skip)}
+        row = {column[1:-1]: field.pre_save(obj, True) for field, column in _fields(type(obj), skip)}
         rows.append({**row, **override.get(str(id(obj)), {})})
     # ASCII: a lone surrogate stays an escape, which PostgreSQL refuses (the general path then
     # fails the attempt, as it does for such an output).
@@ -230,7 +247,7 @@ def rows_json(objs: list[Model], skip: tuple[str, ...] = ("id",), **override: An
 
 
 def columns_of(model: type[Model], skip: tuple[str, ...] = ("id",)) -> str:
-    return ", ".join(column for _, column, _ in _fields(model, skip))
+    return ", ".join(column for _, column in _fields(model, skip))
 
 
 NEXT = -1  # an event's attempt_id that stands for the attempt this statement inserts
@@ -240,12 +257,7 @@ def _statement(claim: Claim, usage: Usage, nxt: StepAttempt | None, events: list
                now: Any) -> tuple[str, list[Any]]:
     """The statement; with no ``nxt``, the run succeeds with ``output`` at ``now``."""
     run, attempt = claim.run, claim.attempt
-    done_fields = ("status", "output", "finished_at", "tokens", "cost", "lease_expires_at")
-    done_sets, done_values = [], []
-    for name in done_fields:
-        field = StepAttempt._meta.get_field(name)
-        done_sets.append(f"{connection.ops.quote_name(field.column)} = %s::{field.db_type(connection)}")
-        done_values.append(field.get_db_prep_save(getattr(attempt, field.attname), connection))
+    done_sets, done_values = attempt_done(attempt)
     entry = rows_json([ContextEntry(run_id=run.pk, key=claim.state.context_key, attempt_id=attempt.pk, value=None)])
     marks = {str(id(e)): {"attempt_id": NEXT if nxt is not None and e.attempt is nxt else
                           (e.attempt.pk if e.attempt is not None else None)} for e in events}
@@ -260,7 +272,7 @@ def _statement(claim: Claim, usage: Usage, nxt: StepAttempt | None, events: list
         run_sets = "status = %s, output = %s::jsonb, finished_at = %s::timestamptz"
         run_values = [RunStatus.SUCCEEDED.value, output_field.get_db_prep_save(output, connection), now]
         next_values, following = [], "SELECT NULL::bigint AS id"
-    event_columns = columns_of(Event, skip=("id", "attempt_id"))
+    next_id = f"CASE WHEN e.attempt_id = {NEXT} THEN (SELECT id FROM nxt) ELSE e.attempt_id END"
     sql = f"""
         WITH ok AS (
             SELECT r.id FROM {RUN} r
@@ -271,19 +283,14 @@ def _statement(claim: Claim, usage: Usage, nxt: StepAttempt | None, events: list
             UPDATE {RUN} SET {run_sets}, tokens_used = tokens_used + %s, cost_used = cost_used + %s
             WHERE id = (SELECT id FROM ok) RETURNING xmin::text AS xmin
         ), done AS (
-            UPDATE {ATTEMPT} SET {', '.join(done_sets)} WHERE id = %s AND EXISTS (SELECT 1 FROM ok)
+            UPDATE {ATTEMPT} SET {done_sets} WHERE id = %s AND EXISTS (SELECT 1 FROM ok)
         ), entry AS (
             INSERT INTO {ContextEntry._meta.db_table} ({columns_of(ContextEntry)})
             SELECT {columns_of(ContextEntry)} FROM jsonb_populate_recordset(NULL::{ContextEntry._meta.db_table},
                                                                             %s::jsonb), ok
         ), nxt AS (
             {following}
-        ), events AS (
-            INSERT INTO {Event._meta.db_table} ({event_columns}, attempt_id)
-            SELECT {event_columns}, CASE WHEN e.attempt_id = {NEXT} THEN (SELECT id FROM nxt) ELSE e.attempt_id END
-            FROM ROWS FROM (jsonb_populate_recordset(NULL::{Event._meta.db_table}, %s::jsonb)) WITH ORDINALITY e, ok
-            ORDER BY e.ordinality
-        )
+        ), events AS ({insert_events("ok", next_id)})
         SELECT (SELECT xmin FROM run_row), (SELECT id FROM nxt)
     """
     params = [run.pk, claim.run_xmin, RunStatus.RUNNING.value, attempt.pk, AttemptStatus.RUNNING.value,
