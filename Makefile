@@ -37,6 +37,7 @@ $(VENV)/.bench-installed: $(STAMP) pyproject.toml
 
 bench: $(VENV)/.bench-installed
 	DATABASE_URL="$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ratchet_bench}" $(PY) manage.py bench $(BENCH_ARGS)
+	DATABASE_URL="$${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ratchet_bench}" $(PY) manage.py bench_step
 	DATABASE_URL="$${PAGES_DATABASE_URL:-postgres://postgres@127.0.0.1:5432/ratchet_pages_bench}" $(PY) manage.py bench_pages
 	$(PY) manage.py bench_designer
 

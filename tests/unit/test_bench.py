@@ -3,6 +3,7 @@ the commit floor at a tiny size against the test PostgreSQL server."""
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 from typing import Any
 
@@ -105,3 +106,17 @@ def test_langgraph_side_and_commit_floor_at_a_tiny_size(side_database: dict[str,
     floor = measure_commit_floor(20, 2, side_database, lines.append)
     assert floor.done == 20 and floor.seconds > 0
     assert "langgraph: 2 executor process(es) ready" in lines
+
+
+@pytest.mark.django_db(transaction=True)
+def test_bench_step_prints_the_cost_of_a_step_down_each_path(redis_conn) -> None:
+    from django.core.management import call_command
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        pytest.skip("the benchmarks measure PostgreSQL")
+    out = io.StringIO()
+    call_command("bench_step", steps=4, rounds=1, stdout=out, stderr=io.StringIO())
+    figures = dict(part.split("=") for part in out.getvalue().strip().removeprefix("bench: ").split())
+    assert set(figures) == {"step_ms_fast", "step_ms_general", "step_ms_per_job", "steps", "rounds"}
+    assert all(float(figures[kind]) > 0 for kind in ("step_ms_fast", "step_ms_general", "step_ms_per_job"))
