@@ -10,6 +10,7 @@
 | INLINE_CHAIN_LIMIT | 200 | steps a worker runs back to back for one run before going through RQ |
 | FAST_CHECKPOINT | true | PostgreSQL: checkpoint a plain task-to-task step in one statement (fast_checkpoint.py) |
 | FAST_CHECKPOINT_PREPARED | true | prepare that statement once per connection (off behind a pooler that cannot) |
+| LEAN_JOBS | true | run attempt jobs without RQ's per-job registries and records (engine/worker.py says what is kept) |
 | LOGIN_MAX_FAILURES | 5 | failed sign-ins for one account from one address before it must wait (accounts.py) |
 | LOGIN_LOCK_SECONDS | 900 | how long those failures count, and how long the wait lasts |
 | COMPENSATION_DEADLINE_SECONDS | 3600 | how long a failing run's saga may take; then what is left is marked |
@@ -51,6 +52,7 @@ DEFAULTS: dict[str, Any] = {
     "INLINE_CHAIN_LIMIT": 200,
     "FAST_CHECKPOINT": True,
     "FAST_CHECKPOINT_PREPARED": True,
+    "LEAN_JOBS": True,
     "COMPENSATION_DEADLINE_SECONDS": 3600.0,
     "COMPENSATION_MAX_ATTEMPTS": 5,
     "WORKER_SILENT_SECONDS": 30.0,
@@ -83,12 +85,17 @@ _TYPES: dict[str, type] = {
 }
 
 
+_checked: list[Any] = [None]  # the RATCHET dict whose keys were checked last (a step reads a dozen settings)
+
+
 def ratchet_setting(name: str) -> Any:
     """Return one engine setting; the user's value converted to the default's type."""
     overrides = getattr(settings, "RATCHET", {})
-    unknown = set(overrides) - set(DEFAULTS)
-    if unknown:
-        raise ImproperlyConfigured(f"Unknown RATCHET setting(s): {', '.join(sorted(unknown))}")
+    if overrides is not _checked[0]:
+        unknown = set(overrides) - set(DEFAULTS)
+        if unknown:
+            raise ImproperlyConfigured(f"Unknown RATCHET setting(s): {', '.join(sorted(unknown))}")
+        _checked[0] = overrides
     if name not in DEFAULTS:
         raise KeyError(name)
     default = DEFAULTS[name]
@@ -98,6 +105,20 @@ def ratchet_setting(name: str) -> Any:
     kind = _TYPES.get(name) or (type(default) if default is not None else None)
     if kind is dict and isinstance(value, str):
         value = json.loads(value)
+    elif kind is bool and isinstance(value, str):
+        value = _boolean(name, value)
     elif kind is not None and value is not None and not isinstance(value, kind):
         value = kind(value)
     return value
+
+
+_WORDS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False,
+          "": False}
+
+
+def _boolean(name: str, value: str) -> bool:
+    """An environment variable's word: ``RATCHET_FAST_CHECKPOINT=false`` is off, not a truthy string."""
+    try:
+        return _WORDS[value.strip().lower()]
+    except KeyError:
+        raise ImproperlyConfigured(f"RATCHET setting {name} must be true or false, not {value!r}") from None

@@ -38,19 +38,12 @@ def queue(name: str) -> Queue:
     return Queue(name, connection=redis_connection())
 
 
-def enqueue_attempt(attempt_id: int, queue_name: str) -> None:
-    """Put one due attempt's job on its queue.
+def enqueue_attempts(attempts: list[tuple[int, str]]) -> None:
+    """Put due attempts' jobs on their queues in one Redis round trip.
 
     Timers and backoffs never wait in RQ's scheduler: the database holds them (``not_before``)
     and the sweeper dispatches them when due, so no single scheduler process can strand them.
     """
-    queue(queue_name).enqueue(
-        JOB_FUNCTION, attempt_id, job_id=job_id(attempt_id), job_timeout=-1, result_ttl=0, failure_ttl=24 * 3600
-    )
-
-
-def enqueue_attempts(attempts: list[tuple[int, str]]) -> None:
-    """Put many due attempts' jobs on their queues in one Redis round trip (a fan-out's branches)."""
     pipe = redis_connection().pipeline()
     by_queue: dict[str, list[int]] = {}
     for attempt_id, queue_name in attempts:
@@ -65,10 +58,7 @@ def enqueue_attempts(attempts: list[tuple[int, str]]) -> None:
 
 def _enqueue_quietly(attempts: list[tuple[int, str]]) -> None:
     try:
-        if len(attempts) == 1:
-            enqueue_attempt(*attempts[0])
-        else:
-            enqueue_attempts(attempts)
+        enqueue_attempts(attempts)  # one round trip, even for one (``enqueue`` takes two)
     except Exception:
         # Durable already: the sweeper dispatches them again once Redis answers.
         logger.warning("enqueue of attempts %s failed; the sweeper will retry", [a for a, _ in attempts],

@@ -1,18 +1,27 @@
-"""The RQ worker Ratchet runs: RQ's SimpleWorker plus the recovery sweeper on a schedule."""
+"""The RQ worker Ratchet runs: RQ's SimpleWorker plus the recovery sweeper on a schedule, and
+Ratchet's own jobs run with the bookkeeping they need rather than all of RQ's."""
 
 from __future__ import annotations
 
 import logging
+import sys
+import traceback
 from typing import Any
 
 from django.db import DatabaseError
-from rq.worker import SimpleWorker, Worker
+from rq.job import Job
+from rq.queue import Queue
+from rq.utils import now
+from rq.worker import SimpleWorker, Worker, WorkerStatus
 
+from ..conf import ratchet_setting
 from . import workers
-from .executor import WARM_SHUTDOWN
+from .dispatch import JOB_FUNCTION
+from .executor import WARM_SHUTDOWN, run_attempt
 from .sweeper import SweeperThread
 
 logger = logging.getLogger("ratchet.worker")
+HEARTBEAT_EVERY_SECONDS = 1.0
 
 
 class SweepingMixin:
@@ -38,7 +47,66 @@ class SweepingMixin:
                 logger.warning("could not remove worker %s from the database", name, exc_info=True)
 
 
-class RatchetWorker(SweepingMixin, SimpleWorker):
+class LeanAttemptJobs(SimpleWorker):
+    """Runs an attempt's job (``run_attempt``) with two Redis round trips of bookkeeping around
+    it instead of RQ's two dozen.
+
+    RQ records every job's execution for its own recovery and dashboards: an execution record,
+    the started registry, the job's status and heartbeats, its result, its dependents. None of
+    it carries anything for these jobs: the database holds the attempt, its claim and its lease,
+    the sweeper recovers what a dead worker held, and the job's result is discarded
+    (``result_ttl=0``). What is kept: the worker shows busy with the job as its current one, the
+    job leaves the intermediate queue once taken, its hash is deleted when done, the worker's
+    job counts and working time go up, and a job that raises is handled by RQ as any failure
+    (failed registry, exception handlers). Other jobs, and every job with ``LEAN_JOBS`` off,
+    take RQ's own path.
+    """
+
+    def execute_job(self, job: Job, queue: Queue) -> None:
+        if job.func_name != JOB_FUNCTION or not ratchet_setting("LEAN_JOBS"):
+            super().execute_job(job, queue)
+            return
+        job.started_at = now()
+        with self.connection.pipeline(transaction=False) as pipe:
+            self.set_state(WorkerStatus.BUSY, pipeline=pipe)  # a warm shutdown now waits for the job
+            self.set_current_job_id(job.id, pipeline=pipe)
+            pipe.lrem(queue.intermediate_queue_key, 1, job.id)
+            pipe.execute()
+        try:
+            run_attempt(*job.args, **job.kwargs)
+        except Exception:
+            job.ended_at = now()
+            exc_info = sys.exc_info()
+            self.handle_exception(job, *exc_info)
+            self.handle_job_failure(job=job, queue=queue, exc_string="".join(traceback.format_exception(*exc_info)))
+            self.set_state(WorkerStatus.IDLE)
+            return
+        job.ended_at = now()
+        with self.connection.pipeline(transaction=False) as pipe:
+            self.increment_successful_job_count(pipeline=pipe)
+            self.increment_total_working_time(job.ended_at - job.started_at, pipe)
+            self.set_current_job_id(None, pipeline=pipe)
+            self.set_state(WorkerStatus.IDLE, pipeline=pipe)
+            pipe.delete(job.key)
+            pipe.execute()
+
+    def set_state(self, state: str, pipeline: Any = None) -> None:
+        """Written only when it changes: the work loop sets "idle" before every dequeue."""
+        if pipeline is None and state == self._state:
+            return
+        super().set_state(state, pipeline=pipeline)
+
+    def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
+        """At most once a second unless a caller asks for a new timeout: the loop sends one
+        before and after every job, and the worker's key lives for minutes."""
+        last = getattr(self, "last_heartbeat", None)
+        if (timeout is None and pipeline is None and last is not None
+                and (now() - last).total_seconds() < HEARTBEAT_EVERY_SECONDS):
+            return
+        super().heartbeat(timeout, pipeline=pipeline)
+
+
+class RatchetWorker(SweepingMixin, LeanAttemptJobs):
     """Runs jobs in the worker process: no fork per job (the fork costs ~15 ms a job)."""
 
 

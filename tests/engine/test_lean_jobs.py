@@ -1,0 +1,126 @@
+"""Attempt jobs run by the worker without RQ's per-job records (engine/worker.py): what RQ
+would leave behind is gone, what it counts is counted, a job that raises is still RQ's failure,
+and every other job still takes RQ's own path."""
+
+from __future__ import annotations
+
+import secrets
+
+import pytest
+from redis.connection import AbstractConnection
+from rq import Queue, Worker
+from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
+
+from orchestrator.engine import clock, dispatch
+from orchestrator.engine.runs import start_run
+from orchestrator.engine.worker import LeanAttemptJobs
+from orchestrator.models import Run, RunStatus, StepAttempt
+
+from ..workflows import chain, task
+
+pytestmark = [pytest.mark.engine, pytest.mark.django_db(transaction=True)]
+
+
+@pytest.fixture(autouse=True)
+def _engine(redis_conn, sink_path, fast_engine, settings):
+    settings.RATCHET = {**settings.RATCHET, "INLINE_CHAIN_LIMIT": 1}  # every step is a job
+    clock.sync()
+
+
+def work(redis_conn) -> Worker:
+    """Run the default queue's jobs in this process until it is empty; the worker as Redis has it."""
+    worker = LeanAttemptJobs([Queue("default", connection=redis_conn)], connection=redis_conn,
+                             name=f"lean-{secrets.token_hex(4)}")
+    worker.work(burst=True)
+    return Worker.find_by_key(worker.key, connection=redis_conn)
+
+
+@pytest.fixture
+def round_trips(monkeypatch) -> list[int]:
+    """Counts what this process sends to Redis: one packed send is one round trip (a pipeline
+    sends all its commands at once)."""
+    sent = [0]
+    original = AbstractConnection.send_packed_command
+
+    def counted(self, command, check_health=True):
+        sent[0] += 1
+        return original(self, command, check_health)
+
+    monkeypatch.setattr(AbstractConnection, "send_packed_command", counted)
+    return sent
+
+
+def rq_records(redis_conn) -> dict[str, int]:
+    queue = Queue("default", connection=redis_conn)
+    return {
+        "job hashes": len(redis_conn.keys("rq:job:*")),
+        "execution records": len(redis_conn.keys("rq:execution*")),
+        "intermediate": redis_conn.llen(queue.intermediate_queue_key),
+        "queued": queue.count,
+        "started": StartedJobRegistry(queue=queue).count,
+        "finished": FinishedJobRegistry(queue=queue).count,
+    }
+
+
+def round_trips_per_job(redis_conn, counter: list[int], name: str) -> float:
+    """Redis round trips per job of a chain of steps, one job each: a 7-step chain against a
+    1-step one, so the worker's own start and end cancel out."""
+    sent = []
+    for steps in (1, 7):
+        chain(f"{name}{steps}", *[(f"s{i}", task("demo.noop")) for i in range(steps)])
+        run, _ = start_run(f"{name}{steps}")
+        counter[0] = 0
+        worker = work(redis_conn)
+        sent.append(counter[0])
+        assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
+        assert worker.successful_job_count == steps
+    return (sent[1] - sent[0]) / 6
+
+
+def test_attempt_jobs_run_to_the_end_and_leave_no_rq_records(redis_conn, round_trips):
+    chain("lean", ("a", task("demo.noop")), ("b", task("demo.noop")), ("c", task("demo.noop")))
+    run, _ = start_run("lean")
+    worker = work(redis_conn)
+    run.refresh_from_db()
+    assert run.status == RunStatus.SUCCEEDED
+    assert StepAttempt.objects.filter(run=run).count() == 3
+    assert rq_records(redis_conn) == {"job hashes": 0, "execution records": 0, "intermediate": 0, "queued": 0,
+                                      "started": 0, "finished": 0}
+    assert worker.successful_job_count == 3
+    assert worker.total_working_time > 0
+    assert worker.get_state() == "idle" and worker.get_current_job_id() is None
+
+
+def test_an_attempt_job_costs_six_redis_round_trips_where_rq_s_own_path_costs_twenty(
+        redis_conn, round_trips, settings):
+    """Dequeue (2), before and after the job (2), the next job's enqueue (1), RQ's check for a
+    suspension (1); RQ's own path adds its execution records, registries and job status."""
+    assert round_trips_per_job(redis_conn, round_trips, "lean") == 6
+    settings.RATCHET = {**settings.RATCHET, "LEAN_JOBS": False}
+    assert round_trips_per_job(redis_conn, round_trips, "full") >= 18
+
+
+def test_an_attempt_job_that_raises_is_in_rq_s_failed_registry(redis_conn, monkeypatch):
+    """What the engine cannot handle (the database gone past its retries) stays visible where
+    operators look for failed jobs; the attempt itself is the sweeper's to recover."""
+    chain("raises", ("a", task("demo.noop")))
+    run, _ = start_run("raises")
+
+    def broken(attempt_id: int) -> None:
+        raise RuntimeError("the database went away")
+
+    monkeypatch.setattr("orchestrator.engine.worker.run_attempt", broken)
+    worker = work(redis_conn)
+    failed = FailedJobRegistry(queue=Queue("default", connection=redis_conn))
+    assert failed.get_job_ids() == [dispatch.job_id(run.attempts.get().pk)]
+    assert worker.failed_job_count == 1 and worker.successful_job_count == 0
+    assert worker.get_state() == "idle"
+
+
+def test_other_jobs_take_rq_s_own_path(redis_conn):
+    queue = Queue("default", connection=redis_conn)
+    job = queue.enqueue("orchestrator.engine.clock.now", result_ttl=60)
+    worker = work(redis_conn)
+    assert job.get_status(refresh=True) == "finished"
+    assert FinishedJobRegistry(queue=queue).get_job_ids() == [job.id]
+    assert worker.successful_job_count == 1
