@@ -13,7 +13,8 @@ from django.db import connection
 from django.db.models import Model
 
 from ..models import Run, StepAttempt, WorkflowVersion
-from .fast_checkpoint import ATTEMPT, RUN, execute_prepared
+from .fast_checkpoint import ATTEMPT, RUN
+from .prepared import execute_prepared
 
 VERSION = WorkflowVersion._meta.db_table
 

@@ -4,7 +4,8 @@ A fan-out's branches end one by one, each in a transaction that locks the run (s
 counter moves one at a time and exactly one branch joins). For every branch but the one that
 completes the join, that transaction only records: the attempt succeeded, the branch ended
 with its output, the fork counted it, the run was charged, two events. Here that is one
-statement, run after the run's row is locked, so it sees every branch that ended before it: it
+statement, run after the run's row is locked (the lock, the statement and the commit go in one
+round trip: prepared.execute_in_one_trip), so it sees every branch that ended before it: it
 writes only if the run and the branch are still running, the attempt is still this worker's,
 and the fork is open and still short of its join by more than this branch; otherwise nothing is
 written and ``complete_attempt`` runs (it joins, or finds the branch cancelled).
@@ -17,7 +18,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection
 
 from ..conf import ratchet_setting
 from ..models import (
@@ -34,7 +35,8 @@ from ..models import (
 from .budgets import limits
 from .claims import Claim, Usage
 from .eventlog import EventLog
-from .fast_checkpoint import ATTEMPT, RUN, attempt_done, execute_prepared, insert_events, rows_json, succeeded
+from .fast_checkpoint import ATTEMPT, RUN, attempt_done, insert_events, rows_json, succeeded
+from .prepared import execute_in_one_trip
 from .signals import send_on_commit
 
 LINE, FORK = Line._meta.db_table, Fork._meta.db_table
@@ -91,12 +93,11 @@ def end_branch(claim: Claim, output: Any, usage: Usage) -> bool:
               LineStatus.SUCCEEDED.value, stored, now, state.context_key, stored, attempt.line_id,
               attempt.line_id, usage.tokens, usage.cost, run.pk, events]
     try:
-        with transaction.atomic():
-            # Locked first, so the statement's snapshot holds every branch that ended before it.
-            execute_prepared(f"SELECT 1 FROM {RUN} WHERE id = %s FOR NO KEY UPDATE", [run.pk])
-            (written,) = execute_prepared(sql, params)
-            if written:
-                send_on_commit(run.pk, log.pending)
+        # The run locked first, so the statement's snapshot holds every branch that ended before it.
+        _, (written,) = execute_in_one_trip([  # type: ignore[misc]
+            (f"SELECT 1 FROM {RUN} WHERE id = %s FOR NO KEY UPDATE", [run.pk]), (sql, params)])
     except DatabaseError:
         return False  # the general path meets the same refusal and handles it
+    if written:
+        send_on_commit(run.pk, log.pending)
     return bool(written)

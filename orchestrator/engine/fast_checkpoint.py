@@ -20,15 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
-from contextlib import nullcontext
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
 from typing import Any
 from uuid import UUID
 
-import psycopg
-from django.db import DatabaseError, connection, transaction
+from django.db import DatabaseError, connection
 from django.db.models import Model
 
 from ..conf import ratchet_setting
@@ -41,6 +39,7 @@ from .contracts import mapped_input
 from .dispatch import dispatch_on_commit
 from .eventlog import EventLog
 from .lines import input_view
+from .prepared import execute_prepared, in_transaction
 from .signals import send_on_commit
 
 RUN, ATTEMPT = Run._meta.db_table, StepAttempt._meta.db_table
@@ -150,21 +149,6 @@ def checkpoint_one_statement(claim: Claim, output: Any, usage: Usage,
                        worker=claim.worker, run_xmin=xmin)
 
 
-def execute_prepared(sql: str, params: list[Any]) -> tuple[Any, ...]:
-    """Run the statement with server-side parameters, prepared once per connection (its text
-    is the same for every step of the same shape, so PostgreSQL plans it once), and logged as
-    Django logs its own statements (tests count them)."""
-    connection.ensure_connection()
-    with connection.wrap_database_errors, psycopg.Cursor(connection.connection) as cursor:
-        prepare = bool(ratchet_setting("FAST_CHECKPOINT_PREPARED"))
-        if connection.queries_logged:
-            with connection.make_debug_cursor(cursor).debug_sql(sql, params, use_last_executed_query=False):
-                cursor.execute(sql, params, prepare=prepare)
-        else:
-            cursor.execute(sql, params, prepare=prepare)
-        return cursor.fetchone()  # type: ignore[return-value]
-
-
 def row_version(run_id: Any) -> str | None:
     """The run row's current version (``xmin``), read inside the transaction that last wrote it,
     so the next checkpoint can take the one-statement path. None off PostgreSQL."""
@@ -176,12 +160,6 @@ def row_version(run_id: Any) -> str | None:
     return row[0] if row else None
 
 
-def in_transaction() -> Any:
-    """Inside a caller's transaction (tests, mostly), a savepoint; else nothing: the one
-    statement commits on its own."""
-    return transaction.atomic(savepoint=True) if connection.in_atomic_block else nullcontext()
-
-
 @cache
 def _fields(model: type[Model], skip: tuple[str, ...]) -> tuple[tuple[Any, str], ...]:
     """(field, quoted column) of each column of ``model`` but ``skip``."""
@@ -189,14 +167,18 @@ def _fields(model: type[Model], skip: tuple[str, ...]) -> tuple[tuple[Any, str],
                  for field in model._meta.concrete_fields if field.column not in skip)
 
 
+@cache
+def _set_sql(model: type[Model], names: tuple[str, ...]) -> tuple[str, tuple[Any, ...]]:
+    fields = tuple(model._meta.get_field(name) for name in names)
+    sql = ", ".join(f"{connection.ops.quote_name(f.column)} = %s::{f.db_type(connection)}" for f in fields)
+    return sql, fields
+
+
 def set_clause(model: type[Model], values: dict[str, Any]) -> tuple[str, list[Any]]:
     """``column = %s::type, ...`` of an UPDATE of these fields, and their values prepared by them."""
-    sets, prepared = [], []
-    for name, value in values.items():
-        field = model._meta.get_field(name)
-        sets.append(f"{connection.ops.quote_name(field.column)} = %s::{field.db_type(connection)}")
-        prepared.append(field.get_db_prep_save(value, connection))
-    return ", ".join(sets), prepared
+    sql, fields = _set_sql(model, tuple(values))
+    prepared = zip(fields, values.values(), strict=True)
+    return sql, [field.get_db_prep_save(value, connection) for field, value in prepared]
 
 
 def succeeded(attempt: StepAttempt, output: Any, usage: Usage, log: EventLog) -> Any:
@@ -263,17 +245,29 @@ def _statement(claim: Claim, usage: Usage, nxt: StepAttempt | None, events: list
                           (e.attempt.pk if e.attempt is not None else None)} for e in events}
     event_rows = rows_json(events, skip=("id",), **marks)
     if nxt is not None:
-        run_sets, run_values = "steps_used = steps_used + 1", []
-        following = f"""INSERT INTO {ATTEMPT} ({columns_of(StepAttempt)})
-            SELECT {columns_of(StepAttempt)} FROM jsonb_populate_record(NULL::{ATTEMPT}, %s::jsonb), ok RETURNING id"""
-        next_values = [rows_json([nxt])[1:-1]]
+        run_values, next_values = [], [rows_json([nxt])[1:-1]]
     else:
         output_field = Run._meta.get_field("output")
-        run_sets = "status = %s, output = %s::jsonb, finished_at = %s::timestamptz"
         run_values = [RunStatus.SUCCEEDED.value, output_field.get_db_prep_save(output, connection), now]
-        next_values, following = [], "SELECT NULL::bigint AS id"
+        next_values = []
+    params = [run.pk, claim.run_xmin, RunStatus.RUNNING.value, attempt.pk, AttemptStatus.RUNNING.value,
+              claim.token, *run_values, usage.tokens, usage.cost, *done_values, attempt.pk, entry,
+              *next_values, event_rows]
+    return _statement_sql(nxt is not None, done_sets), params
+
+
+@cache
+def _statement_sql(goes_on: bool, done_sets: str) -> str:
+    """The statement's text: the same for every step of the same shape, so it is prepared once."""
+    if goes_on:
+        run_sets = "steps_used = steps_used + 1"
+        following = f"""INSERT INTO {ATTEMPT} ({columns_of(StepAttempt)})
+            SELECT {columns_of(StepAttempt)} FROM jsonb_populate_record(NULL::{ATTEMPT}, %s::jsonb), ok RETURNING id"""
+    else:
+        run_sets = "status = %s, output = %s::jsonb, finished_at = %s::timestamptz"
+        following = "SELECT NULL::bigint AS id"
     next_id = f"CASE WHEN e.attempt_id = {NEXT} THEN (SELECT id FROM nxt) ELSE e.attempt_id END"
-    sql = f"""
+    return f"""
         WITH ok AS (
             SELECT r.id FROM {RUN} r
             WHERE r.id = %s AND r.xmin::text = %s AND r.status = %s AND EXISTS (
@@ -293,7 +287,3 @@ def _statement(claim: Claim, usage: Usage, nxt: StepAttempt | None, events: list
         ), events AS ({insert_events("ok", next_id)})
         SELECT (SELECT xmin FROM run_row), (SELECT id FROM nxt)
     """
-    params = [run.pk, claim.run_xmin, RunStatus.RUNNING.value, attempt.pk, AttemptStatus.RUNNING.value,
-              claim.token, *run_values, usage.tokens, usage.cost, *done_values, attempt.pk, entry,
-              *next_values, event_rows]
-    return sql, params

@@ -125,6 +125,33 @@ def test_a_harmless_write_to_the_run_only_costs_the_general_path_once(fast):
     assert Run.objects.get(pk=run.pk).human_wait_seconds == 1.5  # the other write is kept
 
 
+def prepared_statements() -> dict[str, tuple[int, int]]:
+    """This connection's prepared statements: their first words -> (generic plans, custom plans)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
+        found: dict[str, tuple[int, int]] = {}
+        for statement, generic, custom in cursor.fetchall():
+            head = " ".join(statement.split())[:40]
+            previous = found.get(head, (0, 0))
+            found[head] = (previous[0] + generic, previous[1] + custom)
+        return found
+
+
+def test_the_claim_and_checkpoint_statements_are_prepared_once_and_planned_once(fast):
+    """Django opens connections with psycopg's preparing off: without switching it back on,
+    every checkpoint was parsed and planned anew (about half of PostgreSQL's time per step)."""
+    fast(True)
+    chain("prepared", *[(f"s{i}", task("demo.noop")) for i in range(12)])
+    run, _ = run_here("prepared")
+    assert run.status == RunStatus.SUCCEEDED
+    statements = prepared_statements()
+    checkpoints = [plans for head, plans in statements.items() if head.startswith(ONE_STATEMENT)]
+    assert checkpoints, f"no checkpoint statement was prepared: {statements}"
+    generic, custom = max(checkpoints)
+    assert generic + custom >= 10  # one statement per step, reused, not one each
+    assert generic >= 5  # PostgreSQL moved to the plan it keeps, instead of planning each time
+
+
 def test_a_step_writes_as_many_bytes_at_the_end_of_a_long_run_as_at_its_start(fast, monkeypatch):
     """50 steps of 20 KB outputs (incompressible): the WAL each checkpoint writes stays flat.
     The context is not rewritten at each step (it was: the run's row carried the whole
@@ -183,6 +210,30 @@ def test_a_fan_out_leaves_the_same_rows_down_both_paths(fast):
     assert not any(sql.lstrip().startswith("WITH gate") for sql in general_sql)
     assert quick.status == RunStatus.SUCCEEDED and quick.tokens_used == 50
     assert branch_rows(quick) == branch_rows(general)
+
+
+def test_a_branch_end_the_database_refuses_rolls_back_and_fails_the_attempt_at_once(fast):
+    """The branch's end is sent as one transaction in one round trip: refused (a lone surrogate
+    in its output), the whole transaction is rolled back, the connection stays usable, and the
+    general path fails the attempt as it would any refused checkpoint."""
+    fast(True)
+    publish({"name": "fan_refused", "start_at": "fan", "states": {
+        "fan": {"type": "parallel", "end": True, "branches": {
+            "ok": {"start_at": "fine", "states": {"fine": task("demo.noop", end=True)}},
+            "bad": {"start_at": "worse", "states": {
+                "worse": task("test.unstorable", args={"kind": "surrogate"}, end=True)}}}}}})
+    connection.ensure_connection()
+    backend = connection.connection.info.backend_pid
+    run, sent = run_here("fan_refused")
+    assert connection.connection.info.backend_pid == backend  # rolled back, not dropped and reopened
+    assert sum(sql.lstrip().startswith("WITH gate") for sql in sent) >= 1
+    assert run.status == RunStatus.FAILED
+    bad = run.attempts.get(state_name="worse")
+    assert bad.status == AttemptStatus.FAILED and bad.error["type"] == "CheckpointRefused"
+    assert Fork.objects.get(run=run).done <= 1  # the refused end counted nothing
+    with connection.cursor() as cursor:  # no transaction left open or aborted
+        cursor.execute("SELECT 1")
+        assert cursor.fetchone() == (1,)
 
 
 def test_a_branch_of_a_run_cancelled_meanwhile_is_not_ended_by_the_one_statement(fast):
