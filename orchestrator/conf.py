@@ -88,9 +88,15 @@ _TYPES: dict[str, type] = {
 _checked: list[Any] = [None]  # the RATCHET dict whose keys were checked last (a step reads a dozen settings)
 
 
+def ratchet_settings() -> dict[str, Any]:
+    """The project's RATCHET dict itself: what is derived from the settings may be kept while
+    this is the same object (a changed setting is a new dict)."""
+    return getattr(settings, "RATCHET", {})
+
+
 def ratchet_setting(name: str) -> Any:
     """Return one engine setting; the user's value converted to the default's type."""
-    overrides = getattr(settings, "RATCHET", {})
+    overrides = ratchet_settings()
     if overrides is not _checked[0]:
         unknown = set(overrides) - set(DEFAULTS)
         if unknown:

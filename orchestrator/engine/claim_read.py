@@ -35,7 +35,13 @@ def _statement() -> tuple[str, tuple[list[Any], list[Any], list[Any]]]:
     return sql, (attempt, run, version)
 
 
-def _build(model: type[Model], fields: list[Any], values: list[Any]) -> Model:
+def attempt_columns() -> list[Any]:
+    """The attempt's fields in the order the claim's read returns them."""
+    return _statement()[1][0]
+
+
+def build_model(model: type[Model], fields: list[Any], values: list[Any]) -> Model:
+    """The instance the ORM would build from these columns' values."""
     converted = [field.from_db_value(value, None, connection) if hasattr(field, "from_db_value") else value
                  for field, value in zip(fields, values, strict=True)]
     return model.from_db(connection.alias, [field.attname for field in fields], converted)
@@ -49,9 +55,9 @@ def read_for_claim(attempt_id: int) -> StepAttempt | None:
         return None
     values = list(row)
     cut, xmin_at = len(attempt_fields), len(attempt_fields) + len(run_fields)
-    attempt = _build(StepAttempt, attempt_fields, values[:cut])
-    run = _build(Run, run_fields, values[cut:xmin_at])
-    version = _build(WorkflowVersion, version_fields, values[xmin_at + 1:])
+    attempt = build_model(StepAttempt, attempt_fields, values[:cut])
+    run = build_model(Run, run_fields, values[cut:xmin_at])
+    version = build_model(WorkflowVersion, version_fields, values[xmin_at + 1:])
     Run._meta.get_field("version").set_cached_value(run, version)
     StepAttempt._meta.get_field("run").set_cached_value(attempt, run)
     attempt.run_xmin = values[xmin_at]  # type: ignore[attr-defined]

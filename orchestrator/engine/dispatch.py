@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from redis import Redis, RedisError
 from rq import Queue
+from rq.job import Job
 
 logger = logging.getLogger("ratchet.dispatch")
 
@@ -74,6 +75,18 @@ def dispatch_many_on_commit(attempts: list[tuple[int, str]]) -> None:
     """Enqueue these attempts together, in one pipeline, after the current transaction commits."""
     if attempts:
         transaction.on_commit(lambda: _enqueue_quietly(list(attempts)))
+
+
+def withdraw_job(attempt_id: int, queue_name: str) -> None:
+    """Take an attempt's job off its queue (a worker took the attempt without it). Best effort:
+    a job already taken, or left behind, only finds its attempt claimed."""
+    try:
+        pipe = redis_connection().pipeline(transaction=False)
+        pipe.lrem(queue(queue_name).key, 1, job_id(attempt_id))
+        pipe.delete(f"{Job.redis_job_namespace_prefix}{job_id(attempt_id)}")
+        pipe.execute()
+    except RedisError:
+        logger.warning("could not withdraw the job of attempt %s", attempt_id, exc_info=True)
 
 
 def jobs_in_queues(attempts: dict[int, str]) -> set[int]:

@@ -161,8 +161,10 @@ def checkpoint(claim: Claim, output: Any, usage: Usage, claimant: Claimant | Non
         taken, following = checkpoint_one_statement(claim, output, usage, claimant)
         if taken:
             return following
-    elif ends_a_branch(claim) and end_branch(claim, output, usage):
-        return None
+    elif ends_a_branch(claim):
+        ended, following = end_branch(claim, output, usage, claimant)
+        if ended:
+            return following
     try:
         return with_db_retry(lambda: complete_attempt(claim, output, usage, claimant))
     except (DataError, IntegrityError) as exc:

@@ -16,14 +16,19 @@ The rows are the ones ``complete_attempt`` writes for this case (``after_success
 
 from __future__ import annotations
 
+import json
+import uuid
+from datetime import timedelta
+from functools import cache
 from typing import Any
 
 from django.db import DatabaseError, connection
 
-from ..conf import ratchet_setting
+from ..conf import ratchet_setting, ratchet_settings
 from ..models import (
     AttemptKind,
     AttemptStatus,
+    Event,
     EventKind,
     Fork,
     ForkStatus,
@@ -32,14 +37,18 @@ from ..models import (
     RunStatus,
     StepAttempt,
 )
+from .attempts import first_deadline, may_claim_inline
 from .budgets import limits
-from .claims import Claim, Usage
+from .claim_read import attempt_columns, build_model
+from .claims import Claim, Claimant, Usage
+from .definition import Definition
+from .dispatch import withdraw_job
 from .eventlog import EventLog
-from .fast_checkpoint import ATTEMPT, RUN, attempt_done, insert_events, rows_json, succeeded
+from .fast_checkpoint import ATTEMPT, RUN, attempt_done, columns_of, rows_json, succeeded
 from .prepared import execute_in_one_trip
 from .signals import send_on_commit
 
-LINE, FORK = Line._meta.db_table, Fork._meta.db_table
+LINE, FORK, EVENT = Line._meta.db_table, Fork._meta.db_table, Event._meta.db_table
 
 
 def ends_a_branch(claim: Claim) -> bool:
@@ -53,12 +62,14 @@ def ends_a_branch(claim: Claim) -> bool:
     return state.type == "task" and state.gate is None and state.next is None
 
 
-def end_branch(claim: Claim, output: Any, usage: Usage) -> bool:
-    """True when checkpointed here; False when ``complete_attempt`` must (nothing written)."""
+def end_branch(claim: Claim, output: Any, usage: Usage,
+               claimant: Claimant | None = None) -> tuple[bool, Claim | None]:
+    """(True, the branch this worker takes next, if any) when checkpointed here; (False, None)
+    when ``complete_attempt`` must (nothing written)."""
     run, attempt, state = claim.run, claim.attempt, claim.state
     budgets = limits(claim.definition, run)
     if (usage.tokens or usage.cost) and (budgets.max_tokens is not None or budgets.max_cost is not None):
-        return False  # the run's totals move with every branch: the general path charges the locked row
+        return False, None  # the run's totals move with every branch: the general path charges the locked row
     log = EventLog(run)
     now = succeeded(attempt, output, usage, log)
     done_sets, done_values = attempt_done(attempt)
@@ -66,7 +77,67 @@ def end_branch(claim: Claim, output: Any, usage: Usage) -> bool:
     stored = StepAttempt._meta.get_field("output").get_db_prep_save(output, connection)
     events = rows_json(log.pending, **{
         str(id(e)): {"attempt_id": e.attempt.pk if e.attempt is not None else None} for e in log.pending})
-    sql = f"""
+    takeable = takeable_states(claim.definition) if claimant is not None and claimant.chain_left > 0 else {}
+    token = uuid.uuid4()
+    params = [run.pk, RunStatus.RUNNING.value, attempt.pk, AttemptStatus.RUNNING.value, claim.token,
+              LineStatus.RUNNING.value, ForkStatus.OPEN.value, "parallel",
+              *done_values, attempt.pk,
+              LineStatus.SUCCEEDED.value, stored, now, state.context_key, stored, attempt.line_id,
+              attempt.line_id, usage.tokens, usage.cost, run.pk,
+              bool(takeable), run.pk, claimant.queue if claimant is not None else "", json.dumps(takeable),
+              token, claim.worker, now, now + timedelta(seconds=ratchet_setting("LEASE_SECONDS")), now,
+              json.dumps(takeable), events, rows_json([_claimed_event(run, claim.worker, now)])[1:-1]]
+    try:
+        # The run locked first, so the statement's snapshot holds every branch that ended before it.
+        _, row = execute_in_one_trip([
+            (f"SELECT 1 FROM {RUN} WHERE id = %s FOR NO KEY UPDATE", [run.pk]), (_end_sql(done_sets), params)])
+    except DatabaseError:
+        return False, None  # the general path meets the same refusal and handles it
+    assert row is not None
+    written, taken = row[0], row[1:]
+    if not written:
+        return False, None
+    send_on_commit(run.pk, log.pending)
+    if taken[0] is None:
+        return True, None
+    following = build_model(StepAttempt, attempt_columns(), list(taken))
+    withdraw_job(following.pk, following.queue)  # its job would only find it taken
+    return True, Claim(attempt=following, run=run, definition=claim.definition, token=token, worker=claim.worker)
+
+
+def _claimed_event(run: Any, worker: str, now: Any) -> Event:
+    """The claim of the step a worker takes after a branch's end (its attempt and state are
+    the statement's to fill in), as ``log_scheduled`` logs an inline claim."""
+    log = EventLog(run)
+    log.add(EventKind.STEP_CLAIMED, worker=worker, inline=True)
+    log.pending[0].created_at = now
+    return log.pending[0]
+
+
+def takeable_states(definition: Definition) -> dict[str, float]:
+    """The states whose scheduled steps a worker may take without RQ (``may_claim_inline``),
+    with the seconds to each one's first deadline. Kept on the definition while the engine's
+    settings (limits, breakers) are the same."""
+    settings_now = ratchet_settings()
+    cached = definition.__dict__.get("_takeable")
+    if cached is None or cached[0] is not settings_now:
+        cached = (settings_now, {name: first_deadline(state) for name, state in definition.states.items()
+                                 if state.type in ("task", "agent") and may_claim_inline(state)})
+        definition.__dict__["_takeable"] = cached
+    return cached[1]
+
+
+@cache
+def _end_sql(done_sets: str) -> str:
+    """Ends the branch (when the gate lets it), then takes the run's next scheduled branch step
+    on this worker's queue that nothing holds back, if the worker may go on: the step's job is
+    still queued, so whichever worker is free first runs it, here without the trip through RQ."""
+    columns = ", ".join(f"t.{connection.ops.quote_name(f.column)}" for f in attempt_columns())
+    event_columns = columns_of(Event, skip=("id", "attempt_id"))
+    event_list = event_columns.split(", ")
+    # The taken step's claim, logged after the branch's end: its state's name is the step's.
+    claimed = ", ".join("t.state_name" if c == '"state_name"' else f"c.{c}" for c in event_list)
+    return f"""
         WITH gate AS (
             SELECT 1 FROM {RUN} r, {ATTEMPT} a, {LINE} l, {FORK} f
             WHERE r.id = %s AND r.status = %s AND a.id = %s AND a.status = %s AND a.claim_token = %s
@@ -84,20 +155,25 @@ def end_branch(claim: Claim, output: Any, usage: Usage) -> bool:
         ), run_row AS (
             UPDATE {RUN} SET tokens_used = tokens_used + %s, cost_used = cost_used + %s
             WHERE id = %s AND EXISTS (SELECT 1 FROM gate)
-        ), events AS ({insert_events("gate")})
-        SELECT count(*) FROM gate
+        ), pick AS (
+            SELECT p.id FROM {ATTEMPT} p
+            WHERE %s AND EXISTS (SELECT 1 FROM gate) AND p.run_id = %s AND p.status = 'scheduled'
+              AND p.kind = 'step' AND p.queue = %s AND p.not_before IS NULL AND p.line_id IS NOT NULL
+              AND %s::jsonb ? p.state_name
+            ORDER BY p.id LIMIT 1 FOR UPDATE SKIP LOCKED
+        ), taken AS (
+            UPDATE {ATTEMPT} t SET status = 'running', claim_token = %s::uuid, worker = %s,
+                claimed_at = %s::timestamptz, lease_expires_at = %s::timestamptz,
+                timeout_at = %s::timestamptz + make_interval(secs => (%s::jsonb ->> t.state_name)::float8)
+            WHERE t.id = (SELECT id FROM pick) RETURNING {columns}
+        ), events AS (
+            INSERT INTO {EVENT} ({event_columns}, attempt_id)
+            SELECT {event_columns}, attempt_id FROM (
+                SELECT {", ".join(f"e.{c}" for c in event_list)}, e.attempt_id, e.ordinality AS position
+                FROM ROWS FROM (jsonb_populate_recordset(NULL::{EVENT}, %s::jsonb)) WITH ORDINALITY e, gate
+                UNION ALL
+                SELECT {claimed}, t.id, 0 FROM jsonb_populate_record(NULL::{EVENT}, %s::jsonb) c, taken t
+            ) logged ORDER BY position = 0, position
+        )
+        SELECT (SELECT count(*) FROM gate), taken.* FROM (SELECT 1) one LEFT JOIN taken ON true
     """
-    params = [run.pk, RunStatus.RUNNING.value, attempt.pk, AttemptStatus.RUNNING.value, claim.token,
-              LineStatus.RUNNING.value, ForkStatus.OPEN.value, "parallel",
-              *done_values, attempt.pk,
-              LineStatus.SUCCEEDED.value, stored, now, state.context_key, stored, attempt.line_id,
-              attempt.line_id, usage.tokens, usage.cost, run.pk, events]
-    try:
-        # The run locked first, so the statement's snapshot holds every branch that ended before it.
-        _, (written,) = execute_in_one_trip([  # type: ignore[misc]
-            (f"SELECT 1 FROM {RUN} WHERE id = %s FOR NO KEY UPDATE", [run.pk]), (sql, params)])
-    except DatabaseError:
-        return False  # the general path meets the same refusal and handles it
-    if written:
-        send_on_commit(run.pk, log.pending)
-    return bool(written)

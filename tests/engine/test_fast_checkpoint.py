@@ -12,7 +12,7 @@ import pytest
 from django.db import connection
 from django.test.utils import CaptureQueriesContext
 
-from orchestrator.engine import clock, fast_checkpoint
+from orchestrator.engine import clock, dispatch, fast_checkpoint
 from orchestrator.engine.claims import Claimant, Usage
 from orchestrator.engine.executor import checkpoint, run_attempt
 from orchestrator.engine.runs import cancel_run, start_run
@@ -51,9 +51,9 @@ def run_here(workflow: str, payload: dict[str, Any] | None = None) -> tuple[Run,
     return Run.objects.get(pk=run.pk), [q["sql"] for q in queries.captured_queries]
 
 
-def rows(run: Run) -> dict[str, Any]:
+def rows(run: Run, volatile: frozenset[str] = frozenset()) -> dict[str, Any]:
     """What a run left, without what differs between two runs anyway (ids, times, tokens)."""
-    volatile = {"duration_ms", "queue_wait_ms", "worker"}
+    volatile = {"duration_ms", "queue_wait_ms", "worker", *volatile}
     return {
         "run": (run.status, run.steps_used, run.tokens_used, str(run.cost_used), run.output, run.context),
         "attempts": [
@@ -192,15 +192,19 @@ def fan_out(name: str, branches: int) -> str:
     return name
 
 
-def branch_rows(run: Run) -> dict[str, Any]:
-    return {**rows(run),
+def branch_rows(run: Run, volatile: frozenset[str] = frozenset()) -> dict[str, Any]:
+    return {**rows(run, volatile),
             "lines": [(x.path, x.status, x.output, x.context) for x in run.lines.order_by("path")],
             "forks": [(f.path, f.status, f.done, f.failed, f.needed) for f in run.forks.order_by("path")]}
 
 
-def test_a_fan_out_leaves_the_same_rows_down_both_paths(fast):
+def test_a_fan_out_leaves_the_same_rows_down_both_paths(fast, redis_conn):
     """Every branch but the one that completes the join ends in one statement; the last joins
-    through the general path. Run in one process, so the branches end in the same order."""
+    through the general path. Run in one process, so the branches end in the same order.
+
+    The worker that ends a branch takes the next waiting branch's step itself, in the same
+    statement, and withdraws that step's job: the one difference is that its claim says so
+    (``inline``, as a main-line step taken inline) where a job's claim says how long it queued."""
     fast(True)
     quick, quick_sql = run_here(fan_out("fan_parity", 5))
     fast(False)
@@ -209,7 +213,13 @@ def test_a_fan_out_leaves_the_same_rows_down_both_paths(fast):
     assert sum(sql.lstrip().startswith("WITH gate") for sql in quick_sql) == 5
     assert not any(sql.lstrip().startswith("WITH gate") for sql in general_sql)
     assert quick.status == RunStatus.SUCCEEDED and quick.tokens_used == 50
-    assert branch_rows(quick) == branch_rows(general)
+    assert branch_rows(quick, frozenset({"inline"})) == branch_rows(general, frozenset({"inline"}))
+    taken = Event.objects.filter(run=quick, kind=EventKind.STEP_CLAIMED, state_name__in=["w1", "w2", "w3", "w4"])
+    assert [e.data.get("inline") for e in taken] == [True] * 4
+    queued = set(redis_conn.lrange(dispatch.queue("default").key, 0, -1))
+    withdrawn = {dispatch.job_id(a.pk).encode() for a in quick.attempts.filter(state_name__in=["w1", "w2"])}
+    assert withdrawn and not withdrawn & queued
+    assert {dispatch.job_id(a.pk).encode() for a in general.attempts.filter(state_name="w1")} <= queued
 
 
 def test_a_branch_end_the_database_refuses_rolls_back_and_fails_the_attempt_at_once(fast):
