@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import time
 import traceback
 from typing import Any
 
@@ -21,7 +22,7 @@ from .executor import WARM_SHUTDOWN, run_attempt
 from .sweeper import SweeperThread
 
 logger = logging.getLogger("ratchet.worker")
-HEARTBEAT_EVERY_SECONDS = 1.0
+LOOP_CHECKS_EVERY_SECONDS = 1.0  # the heartbeat and the check for `rq suspend`, sent before every job by RQ
 
 
 class SweepingMixin:
@@ -96,12 +97,20 @@ class LeanAttemptJobs(SimpleWorker):
             return
         super().set_state(state, pipeline=pipeline)
 
+    def check_for_suspension(self, burst: bool) -> None:
+        """At most once a second (``rq suspend`` is noticed within a second, not before every job)."""
+        checked = getattr(self, "_suspension_checked", None)
+        if checked is not None and time.monotonic() - checked < LOOP_CHECKS_EVERY_SECONDS:
+            return
+        self._suspension_checked = time.monotonic()
+        super().check_for_suspension(burst)
+
     def heartbeat(self, timeout: int | None = None, pipeline: Any = None) -> None:
         """At most once a second unless a caller asks for a new timeout: the loop sends one
         before and after every job, and the worker's key lives for minutes."""
         last = getattr(self, "last_heartbeat", None)
         if (timeout is None and pipeline is None and last is not None
-                and (now() - last).total_seconds() < HEARTBEAT_EVERY_SECONDS):
+                and (now() - last).total_seconds() < LOOP_CHECKS_EVERY_SECONDS):
             return
         super().heartbeat(timeout, pipeline=pipeline)
 

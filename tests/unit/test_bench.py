@@ -117,6 +117,13 @@ def test_bench_step_prints_the_cost_of_a_step_down_each_path(redis_conn) -> None
         pytest.skip("the benchmarks measure PostgreSQL")
     out = io.StringIO()
     call_command("bench_step", steps=4, rounds=1, stdout=out, stderr=io.StringIO())
-    figures = dict(part.split("=") for part in out.getvalue().strip().removeprefix("bench: ").split())
+    wall, split = out.getvalue().strip().splitlines()
+    figures = dict(part.split("=") for part in wall.removeprefix("bench: ").split())
     assert set(figures) == {"step_ms_fast", "step_ms_general", "step_ms_per_job", "steps", "rounds"}
     assert all(float(figures[kind]) > 0 for kind in ("step_ms_fast", "step_ms_general", "step_ms_per_job"))
+    cpu = dict(part.split("=") for part in split.removeprefix("bench: ").split())
+    kinds = ("fast", "general", "per_job")
+    assert set(cpu) == {f"step_cpu_ms_{kind}_{side}" for kind in kinds for side in ("python", "postgres")}
+    for kind in kinds:  # the server is on this machine, so it is seen (its CPU counts in 10 ms ticks)
+        assert 0 < float(cpu[f"step_cpu_ms_{kind}_python"]) < float(figures[f"step_ms_{kind}"]) * 2
+        assert float(cpu[f"step_cpu_ms_{kind}_postgres"]) >= 0

@@ -4,14 +4,18 @@ A chain of ``--steps`` no-op steps run inline by ``run_attempt`` (the worker's o
 with the one-statement checkpoint and with the general transaction, alternately for
 ``--rounds`` rounds; then the same chain one job per step (``INLINE_CHAIN_LIMIT=1``: each step
 claimed, run and checkpointed on its own, its successor enqueued on Redis). Prints the median
-milliseconds per step. No RQ worker runs: the figures are the engine's own cost per step, the
-profile behind ``manage.py bench``'s step_overhead_ms_p50.
+milliseconds per step, then where they go: this process's CPU and the PostgreSQL server's CPU
+per step (the rest is waiting on round trips and the commit's flush). No RQ worker runs: the
+figures are the engine's own cost per step, the profile behind ``manage.py bench``'s
+step_overhead_ms_p50.
 """
 
 from __future__ import annotations
 
+import os
 import statistics
 import time
+from pathlib import Path
 from typing import Any
 
 from django.conf import settings
@@ -44,30 +48,73 @@ class Command(BaseCommand):
         publish({"name": WORKFLOW, "start_at": "s0", "states": states})
         Run.objects.filter(workflow__name=WORKFLOW).delete()
         clock.sync()
-        timings: dict[str, list[float]] = {"fast": [], "general": [], "per_job": []}
+        timings: dict[str, list[tuple[float, float, float | None]]] = {"fast": [], "general": [], "per_job": []}
         for round_number in range(rounds):
             for kind in timings:
                 timings[kind].append(self.measure(kind, steps))
             self.stderr.write(f"round {round_number + 1}/{rounds}: " + " ".join(
-                f"{kind}={values[-1]:.2f}ms" for kind, values in timings.items()))
+                f"{kind}={values[-1][0]:.2f}ms" for kind, values in timings.items()))
         Run.objects.filter(workflow__name=WORKFLOW).delete()
         self.stdout.write("bench: " + " ".join(
-            f"step_ms_{kind}={statistics.median(values):.2f}" for kind, values in timings.items())
+            f"step_ms_{kind}={statistics.median(v[0] for v in values):.2f}" for kind, values in timings.items())
             + f" steps={steps} rounds={rounds}")
+        # Where a step's milliseconds go: this process (the engine's Python, psycopg, redis-py)
+        # and the database server; the rest of the wall time is waiting (round trips, fsync).
+        split = []
+        for kind, values in timings.items():
+            split.append(f"step_cpu_ms_{kind}_python={statistics.median(v[1] for v in values):.2f}")
+            server = [v[2] for v in values if v[2] is not None]
+            split.append(f"step_cpu_ms_{kind}_postgres={statistics.median(server):.2f}" if server
+                         else f"step_cpu_ms_{kind}_postgres=n/a")
+        self.stdout.write("bench: " + " ".join(split))
 
-    def measure(self, kind: str, steps: int) -> float:
-        """Milliseconds per step of one run of the chain, run to its end in this process."""
+    def measure(self, kind: str, steps: int) -> tuple[float, float, float | None]:
+        """Per step of one run of the chain, run to its end in this process: milliseconds of wall
+        time, of this process's CPU, and of the PostgreSQL server's CPU (None when it runs
+        elsewhere)."""
         engine = {**settings.RATCHET, "FAST_CHECKPOINT": kind != "general",
                   "INLINE_CHAIN_LIMIT": 1 if kind == "per_job" else steps + 1}
         with override_settings(RATCHET=engine):
             run, _ = start_run(WORKFLOW)
-            elapsed = 0.0  # in run_attempt only, not in finding the next job
+            elapsed = cpu = 0.0  # in run_attempt only, not in finding the next job
+            postgres = PostgresCpu()
+            server: float | None = 0.0
             while due := list(run.attempts.filter(status=AttemptStatus.SCHEDULED).values_list("pk", flat=True)):
                 for attempt_id in due:
-                    started = time.perf_counter()
+                    server_before, cpu_before, started = postgres.seconds(), time.process_time(), time.perf_counter()
                     run_attempt(attempt_id)
                     elapsed += time.perf_counter() - started
+                    cpu += time.process_time() - cpu_before
+                    server_after = postgres.seconds()
+                    server = None if server is None or server_before is None or server_after is None else (
+                        server + server_after - server_before)
         run.refresh_from_db()
         if run.status != "succeeded" or run.attempts.count() != steps:
             raise CommandError(f"the {kind} run ended {run.status} with {run.attempts.count()} attempts")
-        return elapsed * 1000 / steps
+        return elapsed * 1000 / steps, cpu * 1000 / steps, server * 1000 / steps if server is not None else None
+
+
+class PostgresCpu:
+    """CPU seconds used by the PostgreSQL server's processes on this machine (Linux's /proc; all
+    of them, so the WAL writer's share of a commit counts too), found once and then read at each
+    call. ``seconds()`` is None when none is seen: the server runs elsewhere."""
+
+    def __init__(self) -> None:
+        self.stats = [stat for stat in Path("/proc").glob("[0-9]*/stat") if self._postgres(stat)]
+
+    @staticmethod
+    def _postgres(stat: Path) -> bool:
+        try:
+            return stat.read_text().partition(" (")[2].partition(") ")[0] in ("postgres", "postmaster")
+        except OSError:
+            return False
+
+    def seconds(self) -> float | None:
+        ticks = 0
+        for stat in self.stats:
+            try:
+                fields = stat.read_text().rpartition(") ")[2].split()
+            except OSError:
+                continue  # a backend that ended meanwhile
+            ticks += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+        return ticks / os.sysconf("SC_CLK_TCK") if self.stats else None
