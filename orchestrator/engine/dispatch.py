@@ -39,12 +39,23 @@ def queue(name: str) -> Queue:
     return Queue(name, connection=redis_connection())
 
 
+FIRST_JOBS = 8  # of a fan-out's, sent before the rest are built, so idle workers start at once
+
+
 def enqueue_attempts(attempts: list[tuple[int, str]]) -> None:
-    """Put due attempts' jobs on their queues in one Redis round trip.
+    """Put due attempts' jobs on their queues in one Redis round trip (two for a fan-out: its
+    first jobs, then the rest, whose building would otherwise keep the first ones back).
 
     Timers and backoffs never wait in RQ's scheduler: the database holds them (``not_before``)
     and the sweeper dispatches them when due, so no single scheduler process can strand them.
     """
+    if len(attempts) > FIRST_JOBS * 2:
+        _enqueue_in_one_trip(attempts[:FIRST_JOBS])
+        attempts = attempts[FIRST_JOBS:]
+    _enqueue_in_one_trip(attempts)
+
+
+def _enqueue_in_one_trip(attempts: list[tuple[int, str]]) -> None:
     pipe = redis_connection().pipeline()
     by_queue: dict[str, list[int]] = {}
     for attempt_id, queue_name in attempts:
