@@ -17,6 +17,7 @@ from .definition import State
 from .dispatch import dispatch_many_on_commit, dispatch_on_commit
 from .eventlog import EventLog
 from .ratelimits import limit_for
+from .rows import bulk_insert
 from .tool_guards import has_guarded_tools
 
 
@@ -47,7 +48,7 @@ class AttemptBatch:
     def save(self) -> None:
         if not self.attempts:
             return
-        StepAttempt.objects.bulk_create(self.attempts)
+        bulk_insert(self.attempts)
         dispatch_many_on_commit([(a.pk, a.queue) for a in self.attempts if a.dispatched_at is not None])
         self.attempts = []
 

@@ -8,6 +8,7 @@ from django.db import connection
 
 from ..models import Event, Run, StepAttempt
 from . import clock
+from .rows import bulk_insert
 from .signals import send_on_commit
 
 
@@ -40,6 +41,6 @@ class EventLog:
     def flush(self) -> None:
         assert connection.in_atomic_block, "events are written inside the transition's transaction"
         if self.pending:
-            Event.objects.bulk_create(self.pending)
+            bulk_insert(self.pending)
             send_on_commit(self.run_id, self.pending)
             self.pending = []

@@ -44,8 +44,9 @@ from .claims import Claim, Claimant, Usage
 from .definition import Definition
 from .dispatch import withdraw_job
 from .eventlog import EventLog
-from .fast_checkpoint import ATTEMPT, RUN, attempt_done, columns_of, rows_json, succeeded
+from .fast_checkpoint import ATTEMPT, RUN, attempt_done, succeeded
 from .prepared import execute_in_one_trip
+from .rows import columns_of, rows_json
 from .signals import send_on_commit
 
 LINE, FORK, EVENT = Line._meta.db_table, Fork._meta.db_table, Event._meta.db_table

@@ -18,13 +18,9 @@ runs the same runs down both and compares them.
 
 from __future__ import annotations
 
-import json
 import logging
-from datetime import datetime
-from decimal import Decimal
 from functools import cache
 from typing import Any
-from uuid import UUID
 
 from django.db import DatabaseError, connection
 from django.db.models import Model
@@ -40,6 +36,7 @@ from .dispatch import dispatch_on_commit
 from .eventlog import EventLog
 from .lines import input_view
 from .prepared import execute_prepared, in_transaction
+from .rows import columns_of, insert_events, rows_json
 from .signals import send_on_commit
 
 RUN, ATTEMPT = Run._meta.db_table, StepAttempt._meta.db_table
@@ -161,13 +158,6 @@ def row_version(run_id: Any) -> str | None:
 
 
 @cache
-def _fields(model: type[Model], skip: tuple[str, ...]) -> tuple[tuple[Any, str], ...]:
-    """(field, quoted column) of each column of ``model`` but ``skip``."""
-    return tuple((field, connection.ops.quote_name(field.column))
-                 for field in model._meta.concrete_fields if field.column not in skip)
-
-
-@cache
 def _set_sql(model: type[Model], names: tuple[str, ...]) -> tuple[str, tuple[Any, ...]]:
     fields = tuple(model._meta.get_field(name) for name in names)
     sql = ", ".join(f"{connection.ops.quote_name(f.column)} = %s::{f.db_type(connection)}" for f in fields)
@@ -195,41 +185,6 @@ def attempt_done(attempt: StepAttempt) -> tuple[str, list[Any]]:
     """The SET clause that records a succeeded attempt (see ``succeeded``)."""
     return set_clause(StepAttempt, {name: getattr(attempt, name) for name in (
         "status", "output", "finished_at", "tokens", "cost", "lease_expires_at")})
-
-
-def insert_events(source: str, attempt_id: str = "e.attempt_id") -> str:
-    """An INSERT of the events of one JSON parameter (``rows_json``), in their order, once per
-    row of the CTE ``source`` (none when it has none); ``attempt_id``: the SQL of their attempt."""
-    columns = columns_of(Event, skip=("id", "attempt_id"))
-    return f"""INSERT INTO {Event._meta.db_table} ({columns}, attempt_id)
-            SELECT {columns}, {attempt_id}
-            FROM ROWS FROM (jsonb_populate_recordset(NULL::{Event._meta.db_table}, %s::jsonb)) WITH ORDINALITY e,
-                 {source}
-            ORDER BY e.ordinality"""
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, (UUID, Decimal)):
-        return str(value)
-    raise TypeError(f"{type(value).__name__} in a row")
-
-
-def rows_json(objs: list[Model], skip: tuple[str, ...] = ("id",), **override: Any) -> str:
-    """Rows as one JSON array keyed by column, for jsonb_populate_recordset: one parameter for
-    many values (psycopg then reuses its parse of the statement, and PostgreSQL casts each)."""
-    rows = []
-    for obj in objs:
-        row = {column[1:-1]: field.pre_save(obj, True) for field, column in _fields(type(obj), skip)}
-        rows.append({**row, **override.get(str(id(obj)), {})})
-    # ASCII: a lone surrogate stays an escape, which PostgreSQL refuses (the general path then
-    # fails the attempt, as it does for such an output).
-    return json.dumps(rows, default=_json_default, separators=(",", ":"))
-
-
-def columns_of(model: type[Model], skip: tuple[str, ...] = ("id",)) -> str:
-    return ", ".join(column for _, column in _fields(model, skip))
 
 
 NEXT = -1  # an event's attempt_id that stands for the attempt this statement inserts

@@ -51,6 +51,15 @@ def execute_prepared(sql: str, params: list[Any]) -> tuple[Any, ...]:
         return cursor.fetchone()  # type: ignore[return-value]
 
 
+def fetch_all_prepared(sql: str, params: list[Any]) -> list[tuple[Any, ...]]:
+    """Run one statement; all its rows."""
+    raw, prepare = _connection()
+    with connection.wrap_database_errors, psycopg.Cursor(raw) as cursor:
+        with _logged(cursor, sql, params):
+            cursor.execute(sql, params, prepare=prepare)
+        return cursor.fetchall()
+
+
 def execute_in_one_trip(statements: list[tuple[str, list[Any]]]) -> list[tuple[Any, ...] | None]:
     """Run the statements in order as one transaction, sent and answered in one round trip
     instead of one each plus the BEGIN and the COMMIT; the first row of each. Inside a caller's

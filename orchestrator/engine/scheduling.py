@@ -38,6 +38,7 @@ from .eventlog import EventLog
 from .lines import input_view, is_live, store, view
 from .reducers import AggregationConflict, Reduced, reduce_outputs
 from .retry import error_matches
+from .rows import bulk_insert
 from .runstate import fail_run, release_waiting, succeed_run
 
 MAX_PASS_THROUGH = 1000
@@ -261,10 +262,9 @@ def open_fork(run: Run, definition: Definition, state: State, log: EventLog, *, 
     )
     log.add(EventKind.BRANCHES_STARTED, state_name=state.name, fork=fork.path,
             branches=[b.name for b in state.branches], join=state.join.mode, needed=fork.needed)
-    children = Line.objects.bulk_create([
-        Line(run=run, fork=fork, branch=branch.name, ordinal=ordinal, path=f"{fork.path}/{branch.name}",
-             position=branch.start_at)
-        for ordinal, branch in enumerate(state.branches)])
+    children = [Line(run=run, fork=fork, branch=branch.name, ordinal=ordinal, path=f"{fork.path}/{branch.name}",
+                     position=branch.start_at) for ordinal, branch in enumerate(state.branches)]
+    bulk_insert(children)
     first = None
     batch = AttemptBatch()
     for branch, child in zip(state.branches, children, strict=True):
