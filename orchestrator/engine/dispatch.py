@@ -8,7 +8,11 @@ finds its attempt already claimed.
 from __future__ import annotations
 
 import logging
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from functools import cache
+from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -57,6 +61,12 @@ def enqueue_attempts(attempts: list[tuple[int, str]]) -> None:
 
 def _enqueue_in_one_trip(attempts: list[tuple[int, str]]) -> None:
     pipe = redis_connection().pipeline()
+    add_jobs(pipe, attempts)
+    pipe.execute()
+
+
+def add_jobs(pipe: Any, attempts: list[tuple[int, str]]) -> None:
+    """Queue the attempts' jobs on a pipeline (sent when it is)."""
     by_queue: dict[str, list[int]] = {}
     for attempt_id, queue_name in attempts:
         by_queue.setdefault(queue_name, []).append(attempt_id)
@@ -65,10 +75,41 @@ def _enqueue_in_one_trip(attempts: list[tuple[int, str]]) -> None:
             Queue.prepare_data(JOB_FUNCTION, (attempt_id,), job_id=job_id(attempt_id), timeout=-1, result_ttl=0,
                                failure_ttl=24 * 3600)
             for attempt_id in ids], pipeline=pipe)
-    pipe.execute()
+
+
+_held = threading.local()
+
+
+@contextmanager
+def held_dispatches() -> Iterator[list[tuple[int, str]]]:
+    """While inside, the jobs of attempts due are kept in the list yielded instead of sent: a
+    worker sends them with its own bookkeeping after its job, in the same round trip.
+    ``send_held`` sends them at once (the worker goes on with another step first)."""
+    held: list[tuple[int, str]] = []
+    _held.attempts = held
+    try:
+        yield held
+    finally:
+        _held.attempts = None
+
+
+def send_held() -> None:
+    held = getattr(_held, "attempts", None)
+    if held:
+        attempts = list(held)
+        held.clear()
+        _send_quietly(attempts)
 
 
 def _enqueue_quietly(attempts: list[tuple[int, str]]) -> None:
+    held = getattr(_held, "attempts", None)
+    if held is not None:
+        held.extend(attempts)
+    else:
+        _send_quietly(attempts)
+
+
+def _send_quietly(attempts: list[tuple[int, str]]) -> None:
     try:
         enqueue_attempts(attempts)  # one round trip, even for one (``enqueue`` takes two)
     except Exception:

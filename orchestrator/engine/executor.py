@@ -28,6 +28,7 @@ from .breakers import note_outcome
 from .children import start_child
 from .claims import Claim, Claimant, Usage
 from .context import StepContext
+from .dispatch import send_held
 from .effects import resolve_compensation
 from .errors import Cancelled, ContractViolation, EffectUncertain, StepTimeout, engine_error, error_payload
 from .fast_branch import end_branch, ends_a_branch
@@ -82,6 +83,7 @@ def run_attempt(attempt_id: int) -> None:
     try:
         chain = ratchet_setting("INLINE_CHAIN_LIMIT")
         while claim is not None:
+            send_held()  # the jobs the last step dispatched go now, not after this one
             chain -= 1
             claimant = Claimant(worker=worker, queue=claim.attempt.queue, chain_left=chain)
             lost = keeper.hold(claim)

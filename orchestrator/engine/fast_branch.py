@@ -84,10 +84,10 @@ def end_branch(claim: Claim, output: Any, usage: Usage,
               LineStatus.RUNNING.value, ForkStatus.OPEN.value, "parallel",
               *done_values, attempt.pk,
               LineStatus.SUCCEEDED.value, stored, now, state.context_key, stored, attempt.line_id,
-              attempt.line_id, usage.tokens, usage.cost, run.pk,
+              attempt.line_id, usage.tokens, usage.cost, run.pk, bool(usage.tokens or usage.cost),
               bool(takeable), run.pk, claimant.queue if claimant is not None else "", json.dumps(takeable),
               token, claim.worker, now, now + timedelta(seconds=ratchet_setting("LEASE_SECONDS")), now,
-              json.dumps(takeable), events, rows_json([_claimed_event(run, claim.worker, now)])[1:-1]]
+              json.dumps(takeable), events, rows_json([_claimed_event(run, claim.worker)])[1:-1]]
     try:
         # The run locked first, so the statement's snapshot holds every branch that ended before it.
         _, row = execute_in_one_trip([
@@ -106,12 +106,11 @@ def end_branch(claim: Claim, output: Any, usage: Usage,
     return True, Claim(attempt=following, run=run, definition=claim.definition, token=token, worker=claim.worker)
 
 
-def _claimed_event(run: Any, worker: str, now: Any) -> Event:
+def _claimed_event(run: Any, worker: str) -> Event:
     """The claim of the step a worker takes after a branch's end (its attempt and state are
     the statement's to fill in), as ``log_scheduled`` logs an inline claim."""
     log = EventLog(run)
     log.add(EventKind.STEP_CLAIMED, worker=worker, inline=True)
-    log.pending[0].created_at = now
     return log.pending[0]
 
 
@@ -155,7 +154,7 @@ def _end_sql(done_sets: str) -> str:
             WHERE id = (SELECT fork_id FROM {LINE} WHERE id = %s) AND EXISTS (SELECT 1 FROM gate)
         ), run_row AS (
             UPDATE {RUN} SET tokens_used = tokens_used + %s, cost_used = cost_used + %s
-            WHERE id = %s AND EXISTS (SELECT 1 FROM gate)
+            WHERE id = %s AND EXISTS (SELECT 1 FROM gate) AND %s  -- nothing to charge: no new row version
         ), pick AS (
             SELECT p.id FROM {ATTEMPT} p
             WHERE %s AND EXISTS (SELECT 1 FROM gate) AND p.run_id = %s AND p.status = 'scheduled'

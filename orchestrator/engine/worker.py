@@ -10,6 +10,7 @@ import traceback
 from typing import Any
 
 from django.db import DatabaseError
+from redis import RedisError
 from rq.job import Job
 from rq.queue import Queue
 from rq.utils import now
@@ -17,7 +18,7 @@ from rq.worker import SimpleWorker, Worker, WorkerStatus
 
 from ..conf import ratchet_setting
 from . import workers
-from .dispatch import JOB_FUNCTION
+from .dispatch import JOB_FUNCTION, add_jobs, held_dispatches, send_held
 from .executor import WARM_SHUTDOWN, run_attempt
 from .sweeper import SweeperThread
 
@@ -59,8 +60,9 @@ class LeanAttemptJobs(SimpleWorker):
     (``result_ttl=0``). What is kept: the worker shows busy with the job as its current one, the
     job leaves the intermediate queue once taken, its hash is deleted when done, the worker's
     job counts and working time go up, and a job that raises is handled by RQ as any failure
-    (failed registry, exception handlers). Other jobs, and every job with ``LEAN_JOBS`` off,
-    take RQ's own path.
+    (failed registry, exception handlers). The jobs the job's last step dispatched (the run's
+    next step on another queue, say) go in the round trip after it. Other jobs, and every job
+    with ``LEAN_JOBS`` off, take RQ's own path.
     """
 
     def execute_job(self, job: Job, queue: Queue) -> None:
@@ -73,23 +75,30 @@ class LeanAttemptJobs(SimpleWorker):
             self.set_current_job_id(job.id, pipeline=pipe)
             pipe.lrem(queue.intermediate_queue_key, 1, job.id)
             pipe.execute()
-        try:
-            run_attempt(*job.args, **job.kwargs)
-        except Exception:
-            job.ended_at = now()
-            exc_info = sys.exc_info()
-            self.handle_exception(job, *exc_info)
-            self.handle_job_failure(job=job, queue=queue, exc_string="".join(traceback.format_exception(*exc_info)))
-            self.set_state(WorkerStatus.IDLE)
-            return
+        with held_dispatches() as held:
+            try:
+                run_attempt(*job.args, **job.kwargs)
+            except Exception:
+                send_held()
+                job.ended_at = now()
+                exc_info = sys.exc_info()
+                self.handle_exception(job, *exc_info)
+                self.handle_job_failure(job=job, queue=queue, exc_string="".join(traceback.format_exception(*exc_info)))
+                self.set_state(WorkerStatus.IDLE)
+                return
         job.ended_at = now()
-        with self.connection.pipeline(transaction=False) as pipe:
-            self.increment_successful_job_count(pipeline=pipe)
-            self.increment_total_working_time(job.ended_at - job.started_at, pipe)
-            self.set_current_job_id(None, pipeline=pipe)
-            self.set_state(WorkerStatus.IDLE, pipeline=pipe)
-            pipe.delete(job.key)
-            pipe.execute()
+        try:
+            with self.connection.pipeline() as pipe:
+                add_jobs(pipe, held)  # the run's next step, dispatched by the last checkpoint
+                self.increment_successful_job_count(pipeline=pipe)
+                self.increment_total_working_time(job.ended_at - job.started_at, pipe)
+                self.set_current_job_id(None, pipeline=pipe)
+                self.set_state(WorkerStatus.IDLE, pipeline=pipe)
+                pipe.delete(job.key)
+                pipe.execute()
+        except RedisError:
+            # The attempts are durable already: the sweeper dispatches them again once Redis answers.
+            logger.warning("could not enqueue attempts %s after job %s", [a for a, _ in held], job.id, exc_info=True)
 
     def set_state(self, state: str, pipeline: Any = None) -> None:
         """Written only when it changes: the work loop sets "idle" before every dequeue."""

@@ -91,12 +91,12 @@ def test_attempt_jobs_run_to_the_end_and_leave_no_rq_records(redis_conn, round_t
     assert worker.get_state() == "idle" and worker.get_current_job_id() is None
 
 
-def test_an_attempt_job_costs_five_redis_round_trips_where_rq_s_own_path_costs_twenty(
+def test_an_attempt_job_costs_four_redis_round_trips_where_rq_s_own_path_costs_twenty(
         redis_conn, round_trips, settings):
-    """Dequeue (2), before and after the job (2), the next job's enqueue (1); RQ's own path adds
-    its execution records, registries, job status, and a heartbeat and a check for a suspension
-    before every job (here, at most once a second)."""
-    assert round_trips_per_job(redis_conn, round_trips, "lean") == 5
+    """Dequeue (2), before the job (1), after it with the next step's job (1); RQ's own path adds
+    its execution records, registries, job status, the enqueue on its own, and a heartbeat and
+    a check for a suspension before every job (here, at most once a second)."""
+    assert round_trips_per_job(redis_conn, round_trips, "lean") == 4
     settings.RATCHET = {**settings.RATCHET, "LEAN_JOBS": False}
     assert round_trips_per_job(redis_conn, round_trips, "full") >= 18
 
@@ -125,3 +125,34 @@ def test_other_jobs_take_rq_s_own_path(redis_conn):
     assert job.get_status(refresh=True) == "finished"
     assert FinishedJobRegistry(queue=queue).get_job_ids() == [job.id]
     assert worker.successful_job_count == 1
+
+
+def test_jobs_a_step_dispatches_go_before_the_worker_runs_another_step(redis_conn, monkeypatch, settings):
+    """Held for the job's last round trip only while nothing else runs: a worker that opens a
+    fork and takes its first branch itself sends the other branches' jobs before running it."""
+    settings.RATCHET = {**settings.RATCHET, "INLINE_CHAIN_LIMIT": 200}
+    from orchestrator.engine import executor
+    from orchestrator.engine.dispatch import held_dispatches
+    from orchestrator.engine.workflows import publish
+
+    publish({"name": "held", "start_at": "first", "states": {
+        "first": task("demo.noop", next="fan"),
+        "fan": {"type": "parallel", "end": True, "branches": {
+            name: {"start_at": f"{name}_step", "states": {f"{name}_step": task("demo.noop", end=True)}}
+            for name in ("a", "b", "c")}}}})
+    run, _ = start_run("held")
+    queue = Queue("default", connection=redis_conn)
+    queue.empty()
+    queued_at_each_step: list[tuple[str, int]] = []
+    execute = executor.execute
+
+    def recording(claim, claimant, lost):
+        queued_at_each_step.append((claim.attempt.state_name, queue.count))
+        return execute(claim, claimant, lost)
+
+    monkeypatch.setattr(executor, "execute", recording)
+    with held_dispatches() as held:
+        executor.run_attempt(run.attempts.get(state_name="first").pk)
+    assert queued_at_each_step[0] == ("first", 0)
+    assert queued_at_each_step[1] == ("a_step", 2)  # b's and c's jobs were sent before a ran
+    assert held == []
