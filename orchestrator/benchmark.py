@@ -199,6 +199,7 @@ def measure_engine(runs: int, workers: int, redis_url: str, progress: Progress, 
     redis = Redis.from_url(redis_url)
     redis.flushdb()
     deleted, _ = Run.objects.filter(workflow__name=WORKFLOW).delete()
+    vacuum_engine_tables()
     label = "engine/job" if per_job else "engine"
     progress(f"{label}: flushed {redis_url}, deleted {deleted} rows of earlier benchmark runs")
     env = {"REDIS_URL": redis_url, "RATCHET_LOG_LEVEL": "WARNING", "DATABASE_URL": os.environ.get("DATABASE_URL", "")}
@@ -263,6 +264,7 @@ def measure_fanout(branches: int, repeats: int, workers: int, redis_url: str, pr
                                                                          "end": True}}}
             for i in range(branches)}}}})
     Run.objects.filter(workflow__name=FANOUT_WORKFLOW).delete()
+    vacuum_engine_tables()
     redis = Redis.from_url(redis_url)
     redis.flushdb()
     env = {"REDIS_URL": redis_url, "RATCHET_LOG_LEVEL": "WARNING", "DATABASE_URL": os.environ.get("DATABASE_URL", "")}
@@ -285,6 +287,21 @@ def measure_fanout(branches: int, repeats: int, workers: int, redis_url: str, pr
     finally:
         pool.stop()
     return FanoutResult(branches, timings)
+
+
+def vacuum_engine_tables() -> None:
+    """Clear the rows the bench's last runs left dead, before the clock starts, as autovacuum
+    would between rounds (it is off on some machines, and each round deletes the last one's
+    runs: dead rows then pile up across rounds and slow the later ones). PostgreSQL only."""
+    from django.apps import apps
+    from django.db import connection
+
+    if connection.vendor != "postgresql":
+        return
+    tables = [model._meta.db_table for model in apps.get_app_config("orchestrator").get_models()
+              if not model._meta.proxy and model._meta.managed]
+    with connection.cursor() as cursor:
+        cursor.execute(f"VACUUM (ANALYZE) {', '.join(connection.ops.quote_name(t) for t in tables)}")
 
 
 def _start_runs(runs: int) -> Any:
