@@ -15,12 +15,13 @@ from django.db.models import Model
 from ..models import Run, StepAttempt, WorkflowVersion
 from .fast_checkpoint import ATTEMPT, RUN
 from .prepared import execute_prepared
+from .rows import fields_of
 
 VERSION = WorkflowVersion._meta.db_table
 
 
 def _columns(model: type[Model], skip: tuple[str, ...] = ()) -> list[Any]:
-    return [field for field in model._meta.concrete_fields if field.attname not in skip]
+    return [field for field, _ in fields_of(model, skip)]
 
 
 @cache

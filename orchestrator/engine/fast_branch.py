@@ -17,14 +17,12 @@ The rows are the ones ``complete_attempt`` writes for this case (``after_success
 from __future__ import annotations
 
 import json
-import uuid
-from datetime import timedelta
 from functools import cache
 from typing import Any
 
 from django.db import DatabaseError, connection
 
-from ..conf import ratchet_setting, ratchet_settings
+from ..conf import ratchet_settings
 from ..models import (
     AttemptKind,
     AttemptStatus,
@@ -37,14 +35,14 @@ from ..models import (
     RunStatus,
     StepAttempt,
 )
-from .attempts import first_deadline, may_claim_inline
+from .attempts import claim_fields, first_deadline, may_claim_inline
 from .budgets import limits
 from .claim_read import attempt_columns, build_model
 from .claims import Claim, Claimant, Usage
 from .definition import Definition
 from .dispatch import withdraw_job
 from .eventlog import EventLog
-from .fast_checkpoint import ATTEMPT, RUN, attempt_done, succeeded
+from .fast_checkpoint import ATTEMPT, RUN, attempt_done, one_statement_paths, succeeded
 from .prepared import execute_in_one_trip
 from .rows import columns_of, rows_json
 from .signals import send_on_commit
@@ -54,7 +52,7 @@ LINE, FORK, EVENT = Line._meta.db_table, Fork._meta.db_table, Event._meta.db_tab
 
 def ends_a_branch(claim: Claim) -> bool:
     """Is this the plain case: a branch's task with nothing after it (the branch ends)?"""
-    if connection.vendor != "postgresql" or not ratchet_setting("FAST_CHECKPOINT"):
+    if not one_statement_paths():
         return False
     attempt = claim.attempt
     if attempt.kind != AttemptKind.STEP or attempt.line_id is None:
@@ -79,15 +77,17 @@ def end_branch(claim: Claim, output: Any, usage: Usage,
     events = rows_json(log.pending, **{
         str(id(e)): {"attempt_id": e.attempt.pk if e.attempt is not None else None} for e in log.pending})
     takeable = takeable_states(claim.definition) if claimant is not None and claimant.chain_left > 0 else {}
-    token = uuid.uuid4()
+    deadlines = json.dumps(takeable)
+    # The taken step's claim, as claim_fields makes any claim; its deadline is its state's (in SQL).
+    taking = claim_fields(claim.worker, None, now)
     params = [run.pk, RunStatus.RUNNING.value, attempt.pk, AttemptStatus.RUNNING.value, claim.token,
               LineStatus.RUNNING.value, ForkStatus.OPEN.value, "parallel",
               *done_values, attempt.pk,
               LineStatus.SUCCEEDED.value, stored, now, state.context_key, stored, attempt.line_id,
               attempt.line_id, usage.tokens, usage.cost, run.pk, bool(usage.tokens or usage.cost),
-              bool(takeable), run.pk, claimant.queue if claimant is not None else "", json.dumps(takeable),
-              token, claim.worker, now, now + timedelta(seconds=ratchet_setting("LEASE_SECONDS")), now,
-              json.dumps(takeable), events, rows_json([_claimed_event(run, claim.worker)])[1:-1]]
+              bool(takeable), run.pk, claimant.queue if claimant is not None else "", deadlines,
+              taking["claim_token"], claim.worker, taking["claimed_at"], taking["lease_expires_at"], now,
+              deadlines, events, rows_json([_claimed_event(run, claim.worker)])[1:-1]]
     try:
         # The run locked first, so the statement's snapshot holds every branch that ended before it.
         _, row = execute_in_one_trip([
@@ -103,7 +103,8 @@ def end_branch(claim: Claim, output: Any, usage: Usage,
         return True, None
     following = build_model(StepAttempt, attempt_columns(), list(taken))
     withdraw_job(following.pk, following.queue)  # its job would only find it taken
-    return True, Claim(attempt=following, run=run, definition=claim.definition, token=token, worker=claim.worker)
+    return True, Claim(attempt=following, run=run, definition=claim.definition, token=taking["claim_token"],
+                       worker=claim.worker)
 
 
 def _claimed_event(run: Any, worker: str) -> Event:

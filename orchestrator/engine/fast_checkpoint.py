@@ -43,7 +43,8 @@ RUN, ATTEMPT = Run._meta.db_table, StepAttempt._meta.db_table
 logger = logging.getLogger("ratchet.executor")
 
 
-def one_statement_claims() -> bool:
+def one_statement_paths() -> bool:
+    """Are the one-statement claims, checkpoints and branch ends on (PostgreSQL, FAST_CHECKPOINT)?"""
     return connection.vendor == "postgresql" and bool(ratchet_setting("FAST_CHECKPOINT"))
 
 
@@ -68,7 +69,7 @@ def claim_in_one_statement(attempt: StepAttempt, fields: dict[str, Any], log: Ev
 def eligible(claim: Claim) -> bool:
     """Is this checkpoint the plain case: a main-line task going on to a task (which this worker
     takes inline when it may, or which goes to its queue)?"""
-    if claim.run_xmin is None or connection.vendor != "postgresql" or not ratchet_setting("FAST_CHECKPOINT"):
+    if claim.run_xmin is None or not one_statement_paths():
         return False
     attempt = claim.attempt
     if attempt.kind != AttemptKind.STEP or attempt.line_id is not None or claim.run.status != RunStatus.RUNNING:
@@ -149,7 +150,7 @@ def checkpoint_one_statement(claim: Claim, output: Any, usage: Usage,
 def row_version(run_id: Any) -> str | None:
     """The run row's current version (``xmin``), read inside the transaction that last wrote it,
     so the next checkpoint can take the one-statement path. None off PostgreSQL."""
-    if connection.vendor != "postgresql" or not ratchet_setting("FAST_CHECKPOINT"):
+    if not one_statement_paths():
         return None
     with connection.cursor() as cursor:
         cursor.execute(f"SELECT xmin::text FROM {RUN} WHERE id = %s", [run_id])

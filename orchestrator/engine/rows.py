@@ -19,18 +19,18 @@ from django.db import connection
 from django.db.models import Model
 
 from ..models import Event
-from .prepared import execute_prepared, fetch_all_prepared
+from .prepared import fetch_all_prepared
 
 
 @cache
-def _fields(model: type[Model], skip: tuple[str, ...]) -> tuple[tuple[Any, str], ...]:
+def fields_of(model: type[Model], skip: tuple[str, ...]) -> tuple[tuple[Any, str], ...]:
     """(field, quoted column) of each column of ``model`` but ``skip``."""
     return tuple((field, connection.ops.quote_name(field.column))
                  for field in model._meta.concrete_fields if field.column not in skip)
 
 
 def columns_of(model: type[Model], skip: tuple[str, ...] = ("id",)) -> str:
-    return ", ".join(column for _, column in _fields(model, skip))
+    return ", ".join(column for _, column in fields_of(model, skip))
 
 
 def _json_default(value: Any) -> Any:
@@ -46,7 +46,7 @@ def rows_json(objs: list[Model], skip: tuple[str, ...] = ("id",), **override: An
     many values (psycopg then reuses its parse of the statement, and PostgreSQL casts each)."""
     rows = []
     for obj in objs:
-        row = {column[1:-1]: field.pre_save(obj, True) for field, column in _fields(type(obj), skip)}
+        row = {column[1:-1]: field.pre_save(obj, True) for field, column in fields_of(type(obj), skip)}
         rows.append({**row, **override.get(str(id(obj)), {})})
     # ASCII: a lone surrogate stays an escape, which PostgreSQL refuses (the general path then
     # fails the attempt, as it does for such an output).
@@ -65,27 +65,22 @@ def insert_events(source: str, attempt_id: str = "e.attempt_id") -> str:
 
 
 @cache
-def _insert_sql(model: type[Model], returning: bool) -> str:
+def _insert_sql(model: type[Model]) -> str:
     table, columns = model._meta.db_table, columns_of(model)
     return (f"INSERT INTO {table} ({columns}) SELECT {columns} "
             f"FROM ROWS FROM (jsonb_populate_recordset(NULL::{table}, %s::jsonb)) WITH ORDINALITY e "
-            f"ORDER BY e.ordinality" + (" RETURNING id" if returning else ""))
+            f"ORDER BY e.ordinality RETURNING id")
 
 
-def insert_rows(objs: list[Model], *, returning_ids: bool = True) -> None:
+def insert_rows(objs: list[Model]) -> None:
     """``bulk_create`` of unsaved instances of one model in one statement and one parameter
-    (PostgreSQL): their related objects' keys copied as bulk_create copies them, and with
-    ``returning_ids`` their primary keys set in the order they were inserted."""
+    (PostgreSQL): their related objects' keys copied as bulk_create copies them, and their
+    primary keys set in the order they were inserted."""
     if not objs:
         return
-    model = type(objs[0])
     for obj in objs:
         obj._prepare_related_fields_for_save(operation_name="bulk_create")
-    sql = _insert_sql(model, returning_ids)
-    if not returning_ids:
-        execute_prepared(sql, [rows_json(objs)])
-        return
-    ids = fetch_all_prepared(sql, [rows_json(objs)])
+    ids = fetch_all_prepared(_insert_sql(type(objs[0])), [rows_json(objs)])
     for obj, (pk,) in zip(objs, ids, strict=True):
         obj.pk = pk
         obj._state.adding, obj._state.db = False, connection.alias

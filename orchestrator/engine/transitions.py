@@ -39,7 +39,7 @@ from .definition import definition_for_version
 from .dispatch import dispatch_on_commit
 from .errors import engine_error
 from .eventlog import EventLog
-from .fast_checkpoint import claim_in_one_statement, one_statement_claims, row_version
+from .fast_checkpoint import claim_in_one_statement, one_statement_paths, row_version
 from .lines import is_live, store
 from .model_calls import unreported_usage
 from .ratelimits import conform, limit_for
@@ -86,7 +86,7 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
     The attempt is read outside a transaction: the claim itself is the compare-and-set, written
     with its event in one transaction (one statement on PostgreSQL: fast_checkpoint.py)."""
     now = clock.now()
-    if one_statement_claims():
+    if one_statement_paths():
         attempt = read_for_claim(attempt_id)
     else:
         # Not the version's document (its definition is cached by content hash): it is large,
@@ -129,7 +129,7 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
 
 def mark_claimed(attempt: StepAttempt, fields: dict[str, Any], log: EventLog) -> bool:
     """Write the claim (``fields``) if the attempt is still scheduled, with its event."""
-    if one_statement_claims():
+    if one_statement_paths():
         return claim_in_one_statement(attempt, fields, log)
     with transaction.atomic():
         if not StepAttempt.objects.filter(pk=attempt.pk, status=AttemptStatus.SCHEDULED).update(**fields):
