@@ -20,14 +20,12 @@ from redis import Redis, RedisError
 from rq import Queue
 from rq.job import Job
 
+from . import jobs
+from .jobs import job_id
+
 logger = logging.getLogger("ratchet.dispatch")
 
-JOB_FUNCTION = "orchestrator.engine.executor.run_attempt"
 SWEEP_KEY = "ratchet:sweep-turn"
-
-
-def job_id(attempt_id: int) -> str:
-    return f"ratchet-attempt-{attempt_id}"
 
 
 @cache
@@ -66,39 +64,67 @@ def _enqueue_in_one_trip(attempts: list[tuple[int, str]]) -> None:
 
 
 def add_jobs(pipe: Any, attempts: list[tuple[int, str]]) -> None:
-    """Queue the attempts' jobs on a pipeline (sent when it is)."""
+    """Queue the attempts' jobs on a pipeline (sent when it is), one push per queue."""
     by_queue: dict[str, list[int]] = {}
     for attempt_id, queue_name in attempts:
         by_queue.setdefault(queue_name, []).append(attempt_id)
     for queue_name, ids in by_queue.items():
-        queue(queue_name).enqueue_many([
-            Queue.prepare_data(JOB_FUNCTION, (attempt_id,), job_id=job_id(attempt_id), timeout=-1, result_ttl=0,
-                               failure_ttl=24 * 3600)
-            for attempt_id in ids], pipeline=pipe)
+        jobs.add_jobs(pipe, queue(queue_name), ids)
 
 
 _held = threading.local()
 
+# The jobs of steps a worker took without them (a branch's end taking the next branch) stay
+# queued until this many wait to be taken off, or a round trip goes anyway, or the worker's job
+# ends: one round trip for them all, not one per step. A job popped meanwhile finds its attempt
+# claimed and does nothing.
+WITHDRAW_BATCH = 16
+
 
 @contextmanager
 def held_dispatches() -> Iterator[list[tuple[int, str]]]:
-    """While inside, the jobs of attempts due are kept in the list yielded instead of sent: a
-    worker sends them with its own bookkeeping after its job, in the same round trip.
-    ``send_held`` sends them at once (the worker goes on with another step first)."""
+    """While inside, the jobs of attempts due are kept in the list yielded instead of sent, and
+    so are the jobs to take off their queues (``withdraw_job``): a worker sends both with its
+    own bookkeeping after its job, in the same round trip (``add_held``). ``send_held`` sends
+    the dispatches at once (the worker goes on with another step first)."""
     held: list[tuple[int, str]] = []
-    _held.attempts = held
+    _held.attempts, _held.withdrawals = held, []
     try:
         yield held
     finally:
-        _held.attempts = None
+        _held.attempts = _held.withdrawals = None
 
 
-def send_held() -> None:
-    held = getattr(_held, "attempts", None)
-    if held:
-        attempts = list(held)
-        held.clear()
-        _send_quietly(attempts)
+def add_held(pipe: Any) -> list[tuple[int, str]]:
+    """Put everything held on a pipeline (sent when it is); the dispatches, for a log."""
+    attempts, withdrawals = _take("attempts"), _take("withdrawals")
+    add_jobs(pipe, attempts)
+    for attempt_id, queue_name in withdrawals:
+        _add_withdrawal(pipe, attempt_id, queue_name)
+    return attempts
+
+
+def send_held(everything: bool = False) -> None:
+    """Send the held dispatches now; the held withdrawals go with them, or once enough wait,
+    or when ``everything`` is asked for."""
+    attempts, withdrawals = getattr(_held, "attempts", None), getattr(_held, "withdrawals", None)
+    if not attempts and not (withdrawals and (everything or len(withdrawals) >= WITHDRAW_BATCH)):
+        return
+    try:
+        pipe = redis_connection().pipeline()
+        add_held(pipe)
+        pipe.execute()
+    except Exception:
+        # Durable already: the sweeper dispatches them again once Redis answers, and a job left
+        # queued only finds its attempt claimed.
+        logger.warning("sending held jobs failed; the sweeper will dispatch them again", exc_info=True)
+
+
+def _take(name: str) -> list[tuple[int, str]]:
+    held = getattr(_held, name, None) or []
+    taken = list(held)
+    held.clear()
+    return taken
 
 
 def _enqueue_quietly(attempts: list[tuple[int, str]]) -> None:
@@ -130,15 +156,24 @@ def dispatch_many_on_commit(attempts: list[tuple[int, str]]) -> None:
 
 
 def withdraw_job(attempt_id: int, queue_name: str) -> None:
-    """Take an attempt's job off its queue (a worker took the attempt without it). Best effort:
-    a job already taken, or left behind, only finds its attempt claimed."""
+    """Take an attempt's job off its queue (a worker took the attempt without it), or hold that
+    for the worker's next round trip (``held_dispatches``). Best effort: a job already taken,
+    or left behind, only finds its attempt claimed."""
+    withdrawals = getattr(_held, "withdrawals", None)
+    if withdrawals is not None:
+        withdrawals.append((attempt_id, queue_name))
+        return
     try:
         pipe = redis_connection().pipeline(transaction=False)
-        pipe.lrem(queue(queue_name).key, 1, job_id(attempt_id))
-        pipe.delete(f"{Job.redis_job_namespace_prefix}{job_id(attempt_id)}")
+        _add_withdrawal(pipe, attempt_id, queue_name)
         pipe.execute()
     except RedisError:
         logger.warning("could not withdraw the job of attempt %s", attempt_id, exc_info=True)
+
+
+def _add_withdrawal(pipe: Any, attempt_id: int, queue_name: str) -> None:
+    pipe.lrem(queue(queue_name).key, 1, job_id(attempt_id))
+    pipe.delete(f"{Job.redis_job_namespace_prefix}{job_id(attempt_id)}")
 
 
 def jobs_in_queues(attempts: dict[int, str]) -> set[int]:

@@ -18,8 +18,9 @@ from rq.worker import SimpleWorker, Worker, WorkerStatus
 
 from ..conf import ratchet_setting
 from . import workers
-from .dispatch import JOB_FUNCTION, add_jobs, held_dispatches, send_held
+from .dispatch import add_held, held_dispatches, send_held
 from .executor import WARM_SHUTDOWN, run_attempt
+from .jobs import JOB_FUNCTION
 from .sweeper import SweeperThread
 
 logger = logging.getLogger("ratchet.worker")
@@ -75,30 +76,34 @@ class LeanAttemptJobs(SimpleWorker):
             self.set_current_job_id(job.id, pipeline=pipe)
             pipe.lrem(queue.intermediate_queue_key, 1, job.id)
             pipe.execute()
-        with held_dispatches() as held:
+        with held_dispatches():
             try:
                 run_attempt(*job.args, **job.kwargs)
             except Exception:
-                send_held()
+                send_held(everything=True)
                 job.ended_at = now()
                 exc_info = sys.exc_info()
                 self.handle_exception(job, *exc_info)
                 self.handle_job_failure(job=job, queue=queue, exc_string="".join(traceback.format_exception(*exc_info)))
                 self.set_state(WorkerStatus.IDLE)
                 return
-        job.ended_at = now()
-        try:
-            with self.connection.pipeline() as pipe:
-                add_jobs(pipe, held)  # the run's next step, dispatched by the last checkpoint
-                self.increment_successful_job_count(pipeline=pipe)
-                self.increment_total_working_time(job.ended_at - job.started_at, pipe)
-                self.set_current_job_id(None, pipeline=pipe)
-                self.set_state(WorkerStatus.IDLE, pipeline=pipe)
-                pipe.delete(job.key)
-                pipe.execute()
-        except RedisError:
-            # The attempts are durable already: the sweeper dispatches them again once Redis answers.
-            logger.warning("could not enqueue attempts %s after job %s", [a for a, _ in held], job.id, exc_info=True)
+            job.ended_at = now()
+            sent: list[tuple[int, str]] = []
+            try:
+                with self.connection.pipeline() as pipe:
+                    # The run's next step, dispatched by the last checkpoint, and the jobs of
+                    # steps the job took without them, off their queues.
+                    sent = add_held(pipe)
+                    self.increment_successful_job_count(pipeline=pipe)
+                    self.increment_total_working_time(job.ended_at - job.started_at, pipe)
+                    self.set_current_job_id(None, pipeline=pipe)
+                    self.set_state(WorkerStatus.IDLE, pipeline=pipe)
+                    pipe.delete(job.key)
+                    pipe.execute()
+            except RedisError:
+                # The attempts are durable already: the sweeper dispatches them again once Redis answers.
+                logger.warning("could not enqueue attempts %s after job %s", [a for a, _ in sent], job.id,
+                               exc_info=True)
 
     def set_state(self, state: str, pipeline: Any = None) -> None:
         """Written only when it changes: the work loop sets "idle" before every dequeue."""

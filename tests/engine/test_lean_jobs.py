@@ -9,9 +9,10 @@ import secrets
 import pytest
 from redis.connection import AbstractConnection
 from rq import Queue, Worker
+from rq.job import Job
 from rq.registry import FailedJobRegistry, FinishedJobRegistry, StartedJobRegistry
 
-from orchestrator.engine import clock, dispatch
+from orchestrator.engine import clock, dispatch, jobs
 from orchestrator.engine.runs import start_run
 from orchestrator.engine.worker import LeanAttemptJobs
 from orchestrator.models import Run, RunStatus, StepAttempt
@@ -77,6 +78,28 @@ def round_trips_per_job(redis_conn, counter: list[int], name: str) -> float:
     return (sent[1] - sent[0]) / 6
 
 
+def test_attempt_jobs_are_written_as_rq_s_own_enqueue_writes_them(redis_conn):
+    """Written without RQ's Job objects (engine/jobs.py), an attempt's job leaves the hash, the
+    queue entry and the queue's registration RQ's enqueue leaves, but for the times; RQ reads
+    it back as the same call."""
+    queue = Queue("default", connection=redis_conn)
+    written = {}
+    for way in ("rq", "engine"):
+        redis_conn.flushdb()
+        if way == "rq":
+            queue.enqueue_many([jobs.rq_job_data(7)])
+        else:
+            pipe = redis_conn.pipeline()
+            jobs.add_jobs(pipe, queue, [7])
+            pipe.execute()
+        fields = redis_conn.hgetall(Job.key_for(jobs.job_id(7)))
+        assert fields.pop(b"created_at") and fields.pop(b"enqueued_at")
+        written[way] = (fields, redis_conn.lrange(queue.key, 0, -1), redis_conn.smembers(queue.redis_queues_keys))
+    assert written["engine"] == written["rq"]
+    job = Job.fetch(jobs.job_id(7), connection=redis_conn)
+    assert (job.func_name, job.args, job.get_status(), job.origin) == (jobs.JOB_FUNCTION, (7,), "queued", "default")
+
+
 def test_attempt_jobs_run_to_the_end_and_leave_no_rq_records(redis_conn, round_trips):
     chain("lean", ("a", task("demo.noop")), ("b", task("demo.noop")), ("c", task("demo.noop")))
     run, _ = start_run("lean")
@@ -99,6 +122,36 @@ def test_an_attempt_job_costs_four_redis_round_trips_where_rq_s_own_path_costs_t
     assert round_trips_per_job(redis_conn, round_trips, "lean") == 4
     settings.RATCHET = {**settings.RATCHET, "LEAN_JOBS": False}
     assert round_trips_per_job(redis_conn, round_trips, "full") >= 18
+
+
+def test_the_jobs_of_branches_a_worker_took_itself_leave_their_queue_together(redis_conn, round_trips, settings):
+    """A branch's end takes the next branch's step (PostgreSQL's one-statement path): that step's
+    job is taken off its queue in the worker's next round trip, or once 16 wait, not in one
+    round trip each. None is left behind, and no job hash."""
+    from django.db import connection
+
+    from orchestrator.engine.workflows import publish
+
+    if connection.vendor != "postgresql":
+        pytest.skip("a branch's end takes the next branch's step on PostgreSQL's one-statement path only")
+    settings.RATCHET = {**settings.RATCHET, "INLINE_CHAIN_LIMIT": 200}
+    work(redis_conn)  # the first worker's start cleans RQ's registries; the measured ones' do not
+    sent = []
+    for branches in (1, 40):
+        publish({"name": f"taken{branches}", "start_at": "fan", "states": {"fan": {
+            "type": "parallel", "end": True, "branches": {
+                f"b{i}": {"start_at": f"w{i}", "states": {f"w{i}": task("demo.noop", end=True)}}
+                for i in range(branches)}}}})
+        run, _ = start_run(f"taken{branches}")
+        round_trips[0] = 0
+        worker = work(redis_conn)
+        sent.append(round_trips[0])
+        assert Run.objects.get(pk=run.pk).status == RunStatus.SUCCEEDED
+        assert worker.successful_job_count == 1  # the first branch's job: it took the others itself
+        assert rq_records(redis_conn) == {"job hashes": 0, "execution records": 0, "intermediate": 0,
+                                          "queued": 0, "started": 0, "finished": 0}
+    # 39 branches taken: their jobs leave in two batches of 16, the last 7 with the job's end.
+    assert sent[1] - sent[0] == 2
 
 
 def test_an_attempt_job_that_raises_is_in_rq_s_failed_registry(redis_conn, monkeypatch):
