@@ -56,8 +56,8 @@ RUN_COLUMNS = (
 ATTEMPT_COLUMNS = (
     "id", "run_id", "kind", "state_name", "branch_path", "sequence", "attempt", "status", "queue", "input", "output",
     "error", "failure_mode", "resumed_from_id", "effect_id", "line_id", "not_before", "dispatched_at",
-    "dispatch_count", "claim_token", "worker", "lease_expires_at", "heartbeat_at", "progress", "timeout_at",
-    "scheduled_at", "claimed_at", "finished_at", "tokens", "cost")
+    "dispatch_count", "claim_deadline_seconds", "claim_token", "worker", "lease_expires_at", "heartbeat_at",
+    "progress", "timeout_at", "scheduled_at", "claimed_at", "finished_at", "tokens", "cost")
 EVENT_COLUMNS = ("id", "run_id", "attempt_id", "kind", "state_name", "data", "actor_id", "created_at")
 EFFECT_COLUMNS = (
     "id", "run_id", "attempt_id", "key", "scope", "state_name", "sequence", "branch_path", "queue", "status",
@@ -437,7 +437,7 @@ def finish(builder: RunBuilder, run_id: uuid.UUID, created: datetime, ids: Ids, 
             r["attempt"], r.get("status", "scheduled"), r["queue"], None, r.get("output"), r.get("error"),
             r.get("failure_mode", ""), attempt_ids[id(r["resumed_from"])] if r["resumed_from"] else None,
             effect_ids[id(r["effect"])] if r["effect"] else None, None, at(r["not_before"]), at(r["dispatched_at"]),
-            r["dispatch_count"], r.get("claim_token"), worker, now + timedelta(minutes=10) if running else None,
+            r["dispatch_count"], None, r.get("claim_token"), worker, now + timedelta(minutes=10) if running else None,
             now - timedelta(seconds=1) if running else None, None, None, at(r["scheduled_at"]), at(r.get("claimed_at")),
             at(r.get("finished_at")), r["tokens"], r["cost"]))
     events = []

@@ -93,7 +93,12 @@ def build_attempt(
         input=input, effect_id=effect_id, resumed_from=resumed_from, scheduled_at=now, not_before=not_before,
         branch_path=branch_path, line=line,
     )
-    # A rate-limited or breaker-guarded step goes through claim_attempt, where those are checked.
+    # A rate-limited or breaker-guarded step goes through claim_attempt, where those are checked;
+    # any other step's job claims it in one statement (claim_read.read_and_claim).
+    plain = kind == AttemptKind.STEP and state is not None and state.type in ("task", "agent") and \
+        may_claim_inline(state)
+    if plain:
+        attempt.claim_deadline_seconds = first_deadline(state)
     inline = claimant is not None and not_before is None and claimant.may_take(queue) and may_claim_inline(state)
     if inline:
         for name, value in claim_fields(claimant.worker, state, now).items():  # type: ignore[union-attr]

@@ -44,8 +44,10 @@ from .lines import is_live, store
 from .model_calls import unreported_usage
 from .ratelimits import conform, limit_for
 from .retry import RetryRule, error_matches, next_retry_delay
+from .rows import rows_json
 from .runstate import fail_run, finish_compensation, pause_run, save_run
 from .scheduling import fail_line, go_on, take_catch
+from .signals import send_on_commit
 from .tool_guards import breakers_of, calls_due, limits_of
 
 FAILED_STATUSES = (AttemptStatus.FAILED, AttemptStatus.TIMED_OUT)
@@ -84,10 +86,19 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
     """Compare-and-set scheduled -> running with a lease. None: not ours to run (yet).
 
     The attempt is read outside a transaction: the claim itself is the compare-and-set, written
-    with its event in one transaction (one statement on PostgreSQL: fast_checkpoint.py)."""
+    with its event in one transaction (one statement on PostgreSQL: fast_checkpoint.py). On
+    PostgreSQL, an attempt with nothing to check first is claimed by the read itself
+    (claim_read.py)."""
     now = clock.now()
     if one_statement_paths():
-        attempt = read_for_claim(attempt_id)
+        fields = claim_fields(worker, None, now)
+        log = EventLog(None)
+        log.add(EventKind.STEP_CLAIMED, worker=worker)
+        attempt, waited = read_for_claim(attempt_id, fields, rows_json(log.pending)[1:-1])
+        if attempt is not None and waited is not None:  # claimed already: nothing was to be checked
+            _logged_claim(log.pending[0], attempt, waited)
+            return Claim(attempt=attempt, run=attempt.run, definition=definition_for_version(attempt.run.version),
+                         token=fields["claim_token"], worker=worker, run_xmin=getattr(attempt, "run_xmin", None))
     else:
         # Not the version's document (its definition is cached by content hash): it is large,
         # and a claim needs none of it. A branch's line is read when the step needs it.
@@ -125,6 +136,13 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
         return None
     return Claim(attempt=attempt, run=attempt.run, definition=definition, token=token, worker=worker,
                  run_xmin=getattr(attempt, "run_xmin", None))
+
+
+def _logged_claim(event: Any, attempt: StepAttempt, waited: float) -> None:
+    """The claim's event, as the statement that claimed the attempt wrote it."""
+    event.run_id, event.attempt, event.state_name = attempt.run_id, attempt, attempt.state_name
+    event.data["queue_wait_ms"] = waited
+    send_on_commit(attempt.run_id, [event])
 
 
 def mark_claimed(attempt: StepAttempt, fields: dict[str, Any], log: EventLog) -> bool:

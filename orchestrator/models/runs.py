@@ -215,6 +215,12 @@ class StepAttempt(models.Model):
     not_before = models.DateTimeField(null=True, blank=True, help_text="Backoff or timer: not to run before.")
     dispatched_at = models.DateTimeField(null=True, blank=True)
     dispatch_count = models.PositiveIntegerField(default=0)
+    claim_deadline_seconds = models.FloatField(
+        null=True, blank=True,
+        help_text="Seconds from a claim to the first deadline, when nothing was to be checked at the claim as the "
+                  "attempt was scheduled (no rate limit, circuit breaker or guarded tools): its job then claims "
+                  "it in one statement.",
+    )
     claim_token = models.UUIDField(null=True, blank=True)
     worker = models.CharField(max_length=200, blank=True)
     lease_expires_at = models.DateTimeField(null=True, blank=True)

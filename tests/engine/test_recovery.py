@@ -293,16 +293,16 @@ def test_statements_per_step_are_pinned():
     """A three-step inline chain: claim, then per step a checkpoint that schedules and claims
     the next. If this number grows, the hot path grew: look before raising it.
 
-    PostgreSQL: the claim (a read, then the compare-and-set with its event in one statement)
-    and three one-statement checkpoints (fast_checkpoint.py; no step's input needs an output,
-    so the context is not read). SQLite:
+    PostgreSQL: the claim (the read that claims the attempt with its event when nothing is to
+    be checked first, claim_read.py) and three one-statement checkpoints (fast_checkpoint.py;
+    no step's input needs an output, so the context is not read). SQLite:
     the general path each time, which writes one context entry per step (and reads no context
     either)."""
     chain("counted3", ("a", task("demo.noop")), ("b", task("demo.noop")), ("c", task("demo.noop")))
     run, _ = start_run("counted3")
     clock.sync()
     first = run.attempts.get().pk
-    expected = {"postgresql": 5, "sqlite": 28}[connection.vendor]
+    expected = {"postgresql": 4, "sqlite": 28}[connection.vendor]
     assert statements(lambda: run_attempt(first)) == expected
     run.refresh_from_db()
     assert run.status == RunStatus.SUCCEEDED
@@ -313,5 +313,5 @@ def test_statements_per_effect_are_pinned():
     run, _ = start_run("counted_effect")
     clock.sync()
     first = run.attempts.get().pk
-    expected = {"postgresql": 15, "sqlite": 24}[connection.vendor]  # SQLite: a context entry of its own
+    expected = {"postgresql": 14, "sqlite": 24}[connection.vendor]  # SQLite: a context entry of its own
     assert statements(lambda: run_attempt(first)) == expected
