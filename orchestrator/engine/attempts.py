@@ -94,10 +94,8 @@ def build_attempt(
         branch_path=branch_path, line=line,
     )
     # A rate-limited or breaker-guarded step goes through claim_attempt, where those are checked;
-    # any other step's job claims it in one statement (claim_read.read_and_claim).
-    plain = kind == AttemptKind.STEP and state is not None and state.type in ("task", "agent") and \
-        may_claim_inline(state)
-    if plain:
+    # any other task's job claims it in the statement that reads it (claim_read.read_for_claim).
+    if kind == AttemptKind.STEP and state is not None and state.type in ("task", "agent") and may_claim_inline(state):
         attempt.claim_deadline_seconds = first_deadline(state)
     inline = claimant is not None and not_before is None and claimant.may_take(queue) and may_claim_inline(state)
     if inline:
