@@ -52,12 +52,15 @@ def test_a_zombie_inside_an_effect_cannot_confirm_it_while_the_operator_decides(
     """The issue's reproduction with real processes: frozen after the payment reached the sink,
     before the ledger heard of it; the run pauses as uncertain; the zombie wakes and reports.
     The ledger keeps the decision for the operator, and the operator's decision is accepted."""
-    chain("zombie_effect", ("pay", task("test.effect_with_pause", args={"inside_seconds": 2})),
+    # The worker must be frozen inside the effect, between the delivery and its confirmation:
+    # the window is wide enough for a machine that stalls a few seconds, and checked.
+    chain("zombie_effect", ("pay", task("test.effect_with_pause", args={"inside_seconds": 6})),
           ("after", task("test.counted_sleep")))
     first = workers(1)
     run, _ = start_run("zombie_effect")
     wait_for(lambda: sink.stats(sink_path)["delivered"] == 1, what="the payment to reach the sink")
     first.freeze(first.processes[0])
+    assert Effect.objects.get(run=run).status == EffectStatus.INTENT, "frozen too late: the effect was confirmed"
     workers(1)
     run = reaches(run, RunStatus.PAUSED, timeout=40)
     first.thaw(first.processes[0])
