@@ -18,10 +18,11 @@ from typing import Any
 from django.db import connection
 from django.db.models import Model
 
-from ..models import AttemptStatus, Event, Run, StepAttempt, WorkflowVersion
+from ..models import AttemptStatus, Event, EventKind, Run, StepAttempt, WorkflowVersion
+from .eventlog import EventLog
 from .fast_checkpoint import ATTEMPT, RUN
 from .prepared import execute_prepared, in_transaction
-from .rows import columns_of, fields_of
+from .rows import columns_of, fields_of, rows_json
 
 VERSION = WorkflowVersion._meta.db_table
 
@@ -48,7 +49,7 @@ def _statement() -> tuple[str, tuple[list[Any], list[Any], list[Any]]]:
             UPDATE {ATTEMPT} SET status = %s, claim_token = %s::uuid, worker = %s, claimed_at = %s::timestamptz,
                 lease_expires_at = %s::timestamptz,
                 timeout_at = %s::timestamptz + make_interval(secs => claim_deadline_seconds)
-            WHERE id = %s AND status = %s AND claim_deadline_seconds IS NOT NULL AND not_before IS NULL AND %s
+            WHERE id = %s AND status = %s AND claim_deadline_seconds IS NOT NULL AND not_before IS NULL
             RETURNING id, run_id, state_name, timeout_at,
                 round((extract(epoch FROM %s::timestamptz - scheduled_at) * 1000)::numeric, 1) AS queue_wait_ms
         ), logged AS (
@@ -58,6 +59,19 @@ def _statement() -> tuple[str, tuple[list[Any], list[Any], list[Any]]]:
         SELECT (SELECT timeout_at FROM claimed), (SELECT queue_wait_ms::float8 FROM claimed), {", ".join(select)}
         FROM {ATTEMPT} a JOIN {RUN} r ON r.id = a.run_id JOIN {VERSION} v ON v.id = r.version_id WHERE a.id = %s"""
     return sql, (attempt, run, version)
+
+
+def claimed_event(run_id: Any, worker: str, **data: Any) -> Event:
+    """A claim's event for a statement that claims an attempt it finds itself (its attempt and
+    state, and here its run, are the claimed row's), as ``EventLog`` logs any claim."""
+    log = EventLog(run_id)
+    log.add(EventKind.STEP_CLAIMED, worker=worker, **data)
+    return log.pending[0]
+
+
+def claimed_event_row(run_id: Any, worker: str, **data: Any) -> str:
+    """``claimed_event`` as the one JSON row the claiming statements take."""
+    return rows_json([claimed_event(run_id, worker, **data)])[1:-1]
 
 
 def attempt_columns() -> list[Any]:
@@ -72,20 +86,18 @@ def build_model(model: type[Model], fields: list[Any], values: list[Any]) -> Mod
     return model.from_db(connection.alias, [field.attname for field in fields], converted)
 
 
-def read_for_claim(attempt_id: int, claim: dict[str, Any] | None = None,
-                   event: str = "") -> tuple[StepAttempt | None, float | None]:
+def read_for_claim(attempt_id: int, claim: dict[str, Any],
+                   event: str) -> tuple[StepAttempt | None, float | None]:
     """The attempt with its run (``run_xmin`` set) and the run's version, or None if it is gone;
-    and, given a claim's fields (``attempts.claim_fields``) and its event's row (``rows_json``),
+    and, with the claim's fields (``attempts.claim_fields``) and its event's row (``rows_json``),
     the claim written when nothing was to be checked first: then the attempt carries the claim
     and the queue wait it logged is returned, else None (the attempt is as it was read)."""
     sql, (attempt_fields, run_fields, version_fields) = _statement()
-    claiming = claim is not None
-    claim = claim or {"claim_token": None, "worker": "", "claimed_at": None, "lease_expires_at": None}
     with in_transaction():
         row = execute_prepared(sql, [
             AttemptStatus.RUNNING.value, claim["claim_token"], claim["worker"], claim["claimed_at"],
-            claim["lease_expires_at"], claim["claimed_at"], attempt_id, AttemptStatus.SCHEDULED.value, claiming,
-            claim["claimed_at"], event or "{}", attempt_id])
+            claim["lease_expires_at"], claim["claimed_at"], attempt_id, AttemptStatus.SCHEDULED.value,
+            claim["claimed_at"], event, attempt_id])
     if row is None:
         return None, None
     timeout_at, queue_wait_ms, *values = row

@@ -37,7 +37,7 @@ from ..models import (
 )
 from .attempts import claim_fields, first_deadline, may_claim_inline
 from .budgets import limits
-from .claim_read import attempt_columns, build_model
+from .claim_read import attempt_columns, build_model, claimed_event_row
 from .claims import Claim, Claimant, Usage
 from .definition import Definition
 from .dispatch import withdraw_job
@@ -87,7 +87,7 @@ def end_branch(claim: Claim, output: Any, usage: Usage,
               attempt.line_id, usage.tokens, usage.cost, run.pk, bool(usage.tokens or usage.cost),
               bool(takeable), run.pk, claimant.queue if claimant is not None else "", deadlines,
               taking["claim_token"], claim.worker, taking["claimed_at"], taking["lease_expires_at"], now,
-              deadlines, events, rows_json([_claimed_event(run, claim.worker)])[1:-1]]
+              deadlines, events, claimed_event_row(run.pk, claim.worker, inline=True)]
     try:
         # The run locked first, so the statement's snapshot holds every branch that ended before it.
         _, row = execute_in_one_trip([
@@ -105,14 +105,6 @@ def end_branch(claim: Claim, output: Any, usage: Usage,
     withdraw_job(following.pk, following.queue)  # its job would only find it taken
     return True, Claim(attempt=following, run=run, definition=claim.definition, token=taking["claim_token"],
                        worker=claim.worker)
-
-
-def _claimed_event(run: Any, worker: str) -> Event:
-    """The claim of the step a worker takes after a branch's end (its attempt and state are
-    the statement's to fill in), as ``log_scheduled`` logs an inline claim."""
-    log = EventLog(run)
-    log.add(EventKind.STEP_CLAIMED, worker=worker, inline=True)
-    return log.pending[0]
 
 
 def takeable_states(definition: Definition) -> dict[str, float]:

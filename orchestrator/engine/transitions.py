@@ -33,7 +33,7 @@ from . import clock
 from .attempts import claim_fields, retry_attempt
 from .breakers import admit, breaker_for
 from .budgets import limits
-from .claim_read import read_for_claim
+from .claim_read import claimed_event, read_for_claim
 from .claims import Claim, Claimant, Usage
 from .definition import definition_for_version
 from .dispatch import dispatch_on_commit
@@ -92,11 +92,10 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
     now = clock.now()
     if one_statement_paths():
         fields = claim_fields(worker, None, now)
-        log = EventLog(None)
-        log.add(EventKind.STEP_CLAIMED, worker=worker)
-        attempt, waited = read_for_claim(attempt_id, fields, rows_json(log.pending)[1:-1])
+        event = claimed_event(None, worker)
+        attempt, waited = read_for_claim(attempt_id, fields, rows_json([event])[1:-1])
         if attempt is not None and waited is not None:  # claimed already: nothing was to be checked
-            _logged_claim(log.pending[0], attempt, waited)
+            _logged_claim(event, attempt, waited)
             return Claim(attempt=attempt, run=attempt.run, definition=definition_for_version(attempt.run.version),
                          token=fields["claim_token"], worker=worker, run_xmin=getattr(attempt, "run_xmin", None))
     else:
