@@ -85,7 +85,10 @@ _TYPES: dict[str, type] = {
 }
 
 
-_checked: list[Any] = [None]  # the RATCHET dict whose keys were checked last (a step reads a dozen settings)
+# The RATCHET dict whose keys were checked last, and its values as converted since: a step reads
+# a dozen settings, and a changed setting is a new dict (override_settings, a new process).
+_checked: list[Any] = [None]
+_converted: dict[str, Any] = {}
 
 
 def ratchet_settings() -> dict[str, Any]:
@@ -101,13 +104,22 @@ def ratchet_setting(name: str) -> Any:
         unknown = set(overrides) - set(DEFAULTS)
         if unknown:
             raise ImproperlyConfigured(f"Unknown RATCHET setting(s): {', '.join(sorted(unknown))}")
+        _converted.clear()
         _checked[0] = overrides
+    if name in _converted:
+        return _converted[name]
     if name not in DEFAULTS:
         raise KeyError(name)
     default = DEFAULTS[name]
     value = overrides.get(name, default)
     if name == "SINK_PATH" and value is None:
-        return str(settings.VAR_DIR / "sink.sqlite3")
+        return str(settings.VAR_DIR / "sink.sqlite3")  # follows VAR_DIR: not kept
+    value = _converted_value(name, default, value)
+    _converted[name] = value
+    return value
+
+
+def _converted_value(name: str, default: Any, value: Any) -> Any:
     kind = _TYPES.get(name) or (type(default) if default is not None else None)
     if kind is dict and isinstance(value, str):
         value = json.loads(value)

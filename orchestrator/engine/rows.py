@@ -9,14 +9,16 @@ them. Here the rows are one JSON array, prepared once per shape and cast by Post
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import datetime
 from decimal import Decimal
 from functools import cache
+from operator import attrgetter
 from typing import Any
 from uuid import UUID
 
 from django.db import connection
-from django.db.models import Model
+from django.db.models import DateField, DateTimeField, Field, Model
 
 from ..models import Event
 from .prepared import fetch_all_prepared
@@ -41,13 +43,36 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} in a row")
 
 
+@cache
+def _reader(model: type[Model], skip: tuple[str, ...]) -> tuple[tuple[str, ...], Callable[[Model], Any]]:
+    """The JSON keys of ``model``'s row and a function of an instance to its values, in one
+    call (a step writes a few rows; reading them field by field was a tenth of its CPU). A
+    field that sets its value when saved (``auto_now``, a file) is asked, as a save would."""
+    fields = fields_of(model, skip)
+    keys = tuple(column[1:-1] for _, column in fields)
+    if all(_plain(field) for field, _ in fields):
+        get = attrgetter(*(field.attname for field, _ in fields))
+        return keys, (get if len(fields) > 1 else lambda obj: (get(obj),))
+    return keys, lambda obj: tuple(field.pre_save(obj, True) for field, _ in fields)
+
+
+def _plain(field: Any) -> bool:
+    """Does saving ``field`` store its attribute as it is (``Field.pre_save``)?"""
+    if getattr(field, "auto_now", False) or getattr(field, "auto_now_add", False):
+        return False
+    return type(field).pre_save in (Field.pre_save, DateField.pre_save, DateTimeField.pre_save)
+
+
 def rows_json(objs: list[Model], skip: tuple[str, ...] = ("id",), **override: Any) -> str:
     """Rows as one JSON array keyed by column, for jsonb_populate_recordset: one parameter for
     many values (psycopg then reuses its parse of the statement, and PostgreSQL casts each)."""
     rows = []
     for obj in objs:
-        row = {column[1:-1]: field.pre_save(obj, True) for field, column in fields_of(type(obj), skip)}
-        rows.append({**row, **override.get(str(id(obj)), {})})
+        keys, values = _reader(type(obj), skip)
+        row = dict(zip(keys, values(obj), strict=True))
+        if override:
+            row.update(override.get(str(id(obj)), ()))
+        rows.append(row)
     # ASCII: a lone surrogate stays an escape, which PostgreSQL refuses (the general path then
     # fails the attempt, as it does for such an output).
     return json.dumps(rows, default=_json_default, separators=(",", ":"))

@@ -39,3 +39,19 @@ def test_an_unknown_key_is_refused_even_after_a_valid_dict_was_read(settings):
 def test_an_unknown_name_asked_for_is_a_programming_error(settings):
     with pytest.raises(KeyError):
         ratchet_setting("NO_SUCH_SETTING")
+
+
+def test_a_new_settings_dict_is_read_afresh_after_its_values_were_kept(settings):
+    settings.RATCHET = {"INLINE_CHAIN_LIMIT": "7"}
+    assert ratchet_setting("INLINE_CHAIN_LIMIT") == 7
+    assert ratchet_setting("INLINE_CHAIN_LIMIT") == 7  # kept, converted once
+    settings.RATCHET = {"INLINE_CHAIN_LIMIT": "9"}
+    assert ratchet_setting("INLINE_CHAIN_LIMIT") == 9
+
+
+def test_the_sink_path_follows_var_dir(settings, tmp_path):
+    settings.RATCHET = {}
+    settings.VAR_DIR = tmp_path / "a"
+    assert ratchet_setting("SINK_PATH") == str(tmp_path / "a" / "sink.sqlite3")
+    settings.VAR_DIR = tmp_path / "b"
+    assert ratchet_setting("SINK_PATH") == str(tmp_path / "b" / "sink.sqlite3")
