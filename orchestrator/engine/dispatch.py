@@ -172,7 +172,7 @@ def withdraw_job(attempt_id: int, queue_name: str) -> None:
 
 
 def _add_withdrawal(pipe: Any, attempt_id: int, queue_name: str) -> None:
-    pipe.lrem(queue(queue_name).key, 1, job_id(attempt_id))
+    pipe.lrem(queue(queue_name).key, -1, job_id(attempt_id))  # from the tail: see fast_branch._end_sql
     pipe.delete(f"{Job.redis_job_namespace_prefix}{job_id(attempt_id)}")
 
 

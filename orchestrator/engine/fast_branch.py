@@ -124,7 +124,12 @@ def takeable_states(definition: Definition) -> dict[str, float]:
 def _end_sql(done_sets: str) -> str:
     """Ends the branch (when the gate lets it), then takes the run's next scheduled branch step
     on this worker's queue that nothing holds back, if the worker may go on: the step's job is
-    still queued, so whichever worker is free first runs it, here without the trip through RQ."""
+    still queued, so whichever worker is free first runs it, here without the trip through RQ.
+
+    It takes the newest such step, the one whose job is last in the queue: the other workers
+    dequeue from the front. Taking the oldest, a worker took the very step whose job the next
+    worker had just dequeued, so that worker's claim waited for this statement's commit and then
+    found the step taken, job after job: a fan-out on two workers ran on one."""
     columns = ", ".join(f"t.{connection.ops.quote_name(f.column)}" for f in attempt_columns())
     event_columns = columns_of(Event, skip=("id", "attempt_id"))
     event_list = event_columns.split(", ")
@@ -153,7 +158,7 @@ def _end_sql(done_sets: str) -> str:
             WHERE %s AND EXISTS (SELECT 1 FROM gate) AND p.run_id = %s AND p.status = 'scheduled'
               AND p.kind = 'step' AND p.queue = %s AND p.not_before IS NULL AND p.line_id IS NOT NULL
               AND %s::jsonb ? p.state_name
-            ORDER BY p.id LIMIT 1 FOR UPDATE SKIP LOCKED
+            ORDER BY p.id DESC LIMIT 1 FOR UPDATE SKIP LOCKED
         ), taken AS (
             UPDATE {ATTEMPT} t SET status = 'running', claim_token = %s::uuid, worker = %s,
                 claimed_at = %s::timestamptz, lease_expires_at = %s::timestamptz,
