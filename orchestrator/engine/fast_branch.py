@@ -127,9 +127,11 @@ def _end_sql(done_sets: str) -> str:
     still queued, so whichever worker is free first runs it, here without the trip through RQ.
 
     It takes the newest such step, the one whose job is last in the queue: the other workers
-    dequeue from the front. Taking the oldest, a worker took the very step whose job the next
-    worker had just dequeued, so that worker's claim waited for this statement's commit and then
-    found the step taken, job after job: a fan-out on two workers ran on one."""
+    dequeue from the front, so the two meet only in the middle. Taking the oldest, a worker can
+    take the very step whose job another worker has just dequeued: that worker's claim waits
+    for this statement's commit, finds the step taken, dequeues the next job and can meet this
+    worker again (seen once in about 30 fan-outs of 100: one worker ran 65 branches, the other
+    started 114 ms in)."""
     columns = ", ".join(f"t.{connection.ops.quote_name(f.column)}" for f in attempt_columns())
     event_columns = columns_of(Event, skip=("id", "attempt_id"))
     event_list = event_columns.split(", ")
