@@ -67,6 +67,16 @@ def may_claim_inline(state: State | None) -> bool:
     return limit_for(state) is None and breaker_for(state) is None and not has_guarded_tools(state)
 
 
+def claim_deadline(state: State | None) -> float | None:
+    """Seconds from a claim to the first deadline of a step of ``state`` that may be claimed with
+    nothing to check (a task or an agent, ``may_claim_inline``); None when the claim must check.
+    Recorded on the attempt as it is scheduled (``claim_deadline_seconds``), so the statements
+    that claim a step they find themselves (claim_read, fast_branch) need not read its state."""
+    if state is None or state.type not in ("task", "agent") or not may_claim_inline(state):
+        return None
+    return first_deadline(state)
+
+
 def build_attempt(
     run: Run,
     *,
@@ -95,8 +105,8 @@ def build_attempt(
     )
     # A rate-limited or breaker-guarded step goes through claim_attempt, where those are checked;
     # any other task's job claims it in the statement that reads it (claim_read.read_for_claim).
-    if kind == AttemptKind.STEP and state is not None and state.type in ("task", "agent") and may_claim_inline(state):
-        attempt.claim_deadline_seconds = first_deadline(state)
+    if kind == AttemptKind.STEP:
+        attempt.claim_deadline_seconds = claim_deadline(state)
     inline = claimant is not None and not_before is None and claimant.may_take(queue) and may_claim_inline(state)
     if inline:
         for name, value in claim_fields(claimant.worker, state, now).items():  # type: ignore[union-attr]

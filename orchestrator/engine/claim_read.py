@@ -22,7 +22,7 @@ from ..models import AttemptStatus, Event, EventKind, Run, StepAttempt, Workflow
 from .eventlog import EventLog
 from .fast_checkpoint import ATTEMPT, RUN
 from .prepared import execute_prepared, in_transaction
-from .rows import columns_of, fields_of, rows_json
+from .rows import columns_of, fields_of
 
 VERSION = WorkflowVersion._meta.db_table
 
@@ -67,11 +67,6 @@ def claimed_event(run_id: Any, worker: str, **data: Any) -> Event:
     log = EventLog(run_id)
     log.add(EventKind.STEP_CLAIMED, worker=worker, **data)
     return log.pending[0]
-
-
-def claimed_event_row(run_id: Any, worker: str, **data: Any) -> str:
-    """``claimed_event`` as the one JSON row the claiming statements take."""
-    return rows_json([claimed_event(run_id, worker, **data)])[1:-1]
 
 
 def attempt_columns() -> list[Any]:

@@ -16,13 +16,11 @@ The rows are the ones ``complete_attempt`` writes for this case (``after_success
 
 from __future__ import annotations
 
-import json
 from functools import cache
 from typing import Any
 
 from django.db import DatabaseError, connection
 
-from ..conf import ratchet_settings
 from ..models import (
     AttemptKind,
     AttemptStatus,
@@ -35,16 +33,15 @@ from ..models import (
     RunStatus,
     StepAttempt,
 )
-from .attempts import claim_fields, first_deadline, may_claim_inline
+from .attempts import claim_fields
 from .budgets import limits
-from .claim_read import attempt_columns, build_model, claimed_event_row
+from .claim_read import attempt_columns, build_model, claimed_event
 from .claims import Claim, Claimant, Usage
-from .definition import Definition
 from .dispatch import withdraw_job
 from .eventlog import EventLog
 from .fast_checkpoint import ATTEMPT, RUN, attempt_done, one_statement_paths, succeeded
 from .prepared import execute_in_one_trip
-from .rows import columns_of, rows_json
+from .rows import columns_of, row_json, rows_json
 from .signals import send_on_commit
 
 LINE, FORK, EVENT = Line._meta.db_table, Fork._meta.db_table, Event._meta.db_table
@@ -76,18 +73,17 @@ def end_branch(claim: Claim, output: Any, usage: Usage,
     stored = StepAttempt._meta.get_field("output").get_db_prep_save(output, connection)
     events = rows_json(log.pending, **{
         str(id(e)): {"attempt_id": e.attempt.pk if e.attempt is not None else None} for e in log.pending})
-    takeable = takeable_states(claim.definition) if claimant is not None and claimant.chain_left > 0 else {}
-    deadlines = json.dumps(takeable)
-    # The taken step's claim, as claim_fields makes any claim; its deadline is its state's (in SQL).
+    may_take = claimant is not None and claimant.chain_left > 0
+    # The taken step's claim, as claim_fields makes any claim; its deadline is its own (in SQL).
     taking = claim_fields(claim.worker, None, now)
     params = [run.pk, RunStatus.RUNNING.value, attempt.pk, AttemptStatus.RUNNING.value, claim.token,
               LineStatus.RUNNING.value, ForkStatus.OPEN.value, "parallel",
               *done_values, attempt.pk,
               LineStatus.SUCCEEDED.value, stored, now, state.context_key, stored, attempt.line_id,
               attempt.line_id, usage.tokens, usage.cost, run.pk, bool(usage.tokens or usage.cost),
-              bool(takeable), run.pk, claimant.queue if claimant is not None else "", deadlines,
+              may_take, run.pk, claimant.queue if claimant is not None else "",
               taking["claim_token"], claim.worker, taking["claimed_at"], taking["lease_expires_at"], now,
-              deadlines, events, claimed_event_row(run.pk, claim.worker, inline=True)]
+              events, row_json(claimed_event(run.pk, claim.worker, inline=True))]
     try:
         # The run locked first, so the statement's snapshot holds every branch that ended before it.
         _, row = execute_in_one_trip([
@@ -107,23 +103,11 @@ def end_branch(claim: Claim, output: Any, usage: Usage,
                        worker=claim.worker)
 
 
-def takeable_states(definition: Definition) -> dict[str, float]:
-    """The states whose scheduled steps a worker may take without RQ (``may_claim_inline``),
-    with the seconds to each one's first deadline. Kept on the definition while the engine's
-    settings (limits, breakers) are the same."""
-    settings_now = ratchet_settings()
-    cached = definition.__dict__.get("_takeable")
-    if cached is None or cached[0] is not settings_now:
-        cached = (settings_now, {name: first_deadline(state) for name, state in definition.states.items()
-                                 if state.type in ("task", "agent") and may_claim_inline(state)})
-        definition.__dict__["_takeable"] = cached
-    return cached[1]
-
-
 @cache
 def _end_sql(done_sets: str) -> str:
     """Ends the branch (when the gate lets it), then takes the run's next scheduled branch step
-    on this worker's queue that nothing holds back, if the worker may go on: the step's job is
+    on this worker's queue that nothing holds back (``claim_deadline_seconds`` set as it was
+    scheduled: ``attempts.claim_deadline``), if the worker may go on: the step's job is
     still queued, so whichever worker is free first runs it, here without the trip through RQ.
 
     It takes the newest such step, the one whose job is last in the queue: the other workers
@@ -159,12 +143,12 @@ def _end_sql(done_sets: str) -> str:
             SELECT p.id FROM {ATTEMPT} p
             WHERE %s AND EXISTS (SELECT 1 FROM gate) AND p.run_id = %s AND p.status = 'scheduled'
               AND p.kind = 'step' AND p.queue = %s AND p.not_before IS NULL AND p.line_id IS NOT NULL
-              AND %s::jsonb ? p.state_name
+              AND p.claim_deadline_seconds IS NOT NULL
             ORDER BY p.id DESC LIMIT 1 FOR UPDATE SKIP LOCKED
         ), taken AS (
             UPDATE {ATTEMPT} t SET status = 'running', claim_token = %s::uuid, worker = %s,
                 claimed_at = %s::timestamptz, lease_expires_at = %s::timestamptz,
-                timeout_at = %s::timestamptz + make_interval(secs => (%s::jsonb ->> t.state_name)::float8)
+                timeout_at = %s::timestamptz + make_interval(secs => t.claim_deadline_seconds)
             WHERE t.id = (SELECT id FROM pick) RETURNING {columns}
         ), events AS (
             INSERT INTO {EVENT} ({event_columns}, attempt_id)

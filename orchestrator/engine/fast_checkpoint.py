@@ -36,7 +36,7 @@ from .dispatch import dispatch_on_commit
 from .eventlog import EventLog
 from .lines import input_view
 from .prepared import execute_prepared, in_transaction
-from .rows import columns_of, insert_events, rows_json
+from .rows import columns_of, insert_events, row_json, rows_json
 from .signals import send_on_commit
 
 RUN, ATTEMPT = Run._meta.db_table, StepAttempt._meta.db_table
@@ -201,7 +201,7 @@ def _statement(claim: Claim, usage: Usage, nxt: StepAttempt | None, events: list
                           (e.attempt.pk if e.attempt is not None else None)} for e in events}
     event_rows = rows_json(events, skip=("id",), **marks)
     if nxt is not None:
-        run_values, next_values = [], [rows_json([nxt])[1:-1]]
+        run_values, next_values = [], [row_json(nxt)]
     else:
         output_field = Run._meta.get_field("output")
         run_values = [RunStatus.SUCCEEDED.value, output_field.get_db_prep_save(output, connection), now]

@@ -78,6 +78,11 @@ def rows_json(objs: list[Model], skip: tuple[str, ...] = ("id",), **override: An
     return json.dumps(rows, default=_json_default, separators=(",", ":"))
 
 
+def row_json(obj: Model) -> str:
+    """One instance as the JSON object ``rows_json`` makes of it (for ``jsonb_populate_record``)."""
+    return rows_json([obj])[1:-1]
+
+
 def insert_events(source: str, attempt_id: str = "e.attempt_id") -> str:
     """An INSERT of the events of one JSON parameter (``rows_json``), in their order, once per
     row of the CTE ``source`` (none when it has none); ``attempt_id``: the SQL of their attempt."""

@@ -44,7 +44,7 @@ from .lines import is_live, store
 from .model_calls import unreported_usage
 from .ratelimits import conform, limit_for
 from .retry import RetryRule, error_matches, next_retry_delay
-from .rows import rows_json
+from .rows import row_json
 from .runstate import fail_run, finish_compensation, pause_run, save_run
 from .scheduling import fail_line, go_on, take_catch
 from .signals import send_on_commit
@@ -93,7 +93,7 @@ def claim_attempt(attempt_id: int, worker: str) -> Claim | None:
     if one_statement_paths():
         fields = claim_fields(worker, None, now)
         event = claimed_event(None, worker)
-        attempt, waited = read_for_claim(attempt_id, fields, rows_json([event])[1:-1])
+        attempt, waited = read_for_claim(attempt_id, fields, row_json(event))
         if attempt is not None and waited is not None:  # claimed already: nothing was to be checked
             _logged_claim(event, attempt, waited)
             return Claim(attempt=attempt, run=attempt.run, definition=definition_for_version(attempt.run.version),

@@ -226,6 +226,22 @@ def test_a_fan_out_leaves_the_same_rows_down_both_paths(fast, redis_conn):
     assert {dispatch.job_id(a.pk).encode() for a in general.attempts.filter(state_name="w1")} <= queued
 
 
+def test_a_branch_end_takes_no_step_that_must_be_checked_at_its_claim(fast, settings):
+    """A rate-limited step is claimed through ``claim_attempt``, where the limit is taken: a
+    worker ending a branch leaves it to its job (its attempt was scheduled without
+    ``claim_deadline_seconds``)."""
+    fast(True)
+    limits = {handler: {"rate": 1000, "burst": 100} for handler in ("test.answer", "test.usage")}
+    settings.RATCHET = {**settings.RATCHET, "RATE_LIMITS": limits}
+    run, sql = run_here(fan_out("fan_limited", 4))
+    assert run.status == RunStatus.SUCCEEDED
+    assert sum(statement.lstrip().startswith("WITH gate") for statement in sql) == 4  # each end tried it
+    branch_steps = StepAttempt.objects.filter(run=run, line__isnull=False)
+    assert branch_steps.count() == 8 and not branch_steps.exclude(claim_deadline_seconds=None).exists()
+    claims = Event.objects.filter(run=run, kind=EventKind.STEP_CLAIMED)
+    assert claims.count() == 9 and not any(event.data.get("inline") for event in claims)
+
+
 def test_a_branch_end_the_database_refuses_rolls_back_and_fails_the_attempt_at_once(fast):
     """The branch's end is sent as one transaction in one round trip: refused (a lone surrogate
     in its output), the whole transaction is rolled back, the connection stays usable, and the
